@@ -1,0 +1,25 @@
+"""alexnet-kernels: CPU, CUDA C++ and Triton kernels for AlexNet's layers as PyTorch ops.
+
+Importing the package loads the compiled library when it is present; without it
+only ``backend="torch"`` works and other backends raise a message saying how to
+build it (see :func:`alexnet_kernels.assert_has_ops`).
+"""
+
+from alexnet_kernels import nn
+from alexnet_kernels._extension import assert_loaded as assert_has_ops
+from alexnet_kernels._extension import build_info
+from alexnet_kernels.backends import BACKENDS, get_backend, set_backend, use_backend
+from alexnet_kernels.ops import lrn
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKENDS",
+    "assert_has_ops",
+    "build_info",
+    "get_backend",
+    "lrn",
+    "nn",
+    "set_backend",
+    "use_backend",
+]

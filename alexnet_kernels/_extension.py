@@ -1,0 +1,77 @@
+"""Loading of the compiled operator library ``alexnet_kernels._C``.
+
+The library is optional at import time: without it the pure-PyTorch reference
+backend still works, and asking for a compiled kernel raises one actionable
+message (what is missing and how to build it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import torch
+
+_BUILD_HINT = (
+    "Build it from the project's root with `pip install --no-build-isolation -e .` "
+    "(torch must already be installed; set ALEXNET_KERNELS_CPU_ONLY=1 for a CPU-only build)."
+)
+
+
+def _load() -> tuple[ModuleType | None, str | None]:
+    try:
+        library = importlib.import_module("alexnet_kernels._C")
+    except ImportError as error:
+        reason = str(error)
+        if "undefined symbol" in reason:
+            reason += " (the library was most likely built against another version of torch)"
+        return None, f"alexnet_kernels._C could not be loaded: {reason}. {_BUILD_HINT}"
+    if library.torch_version != torch.__version__:
+        return None, (
+            f"alexnet_kernels._C was built against torch {library.torch_version} but torch "
+            f"{torch.__version__} is running. Rebuild it: {_BUILD_HINT}"
+        )
+    return library, None
+
+
+_LIBRARY, _LOAD_ERROR = _load()
+
+
+def is_loaded() -> bool:
+    """Whether the compiled kernels are available in this process."""
+    return _LIBRARY is not None
+
+
+def load_error() -> str | None:
+    """Why the compiled kernels are unavailable, or None when they are loaded."""
+    return _LOAD_ERROR
+
+
+def assert_loaded() -> None:
+    """Raise a RuntimeError saying how to build the library when it is not loaded."""
+    if _LOAD_ERROR is not None:
+        raise RuntimeError(_LOAD_ERROR)
+
+
+def with_cuda() -> bool:
+    """Whether the loaded library contains the CUDA kernels."""
+    return _LIBRARY is not None and bool(_LIBRARY.with_cuda)
+
+
+def native_device_types() -> frozenset[str]:
+    """Device types the compiled library has kernels for."""
+    if _LIBRARY is None:
+        return frozenset()
+    return frozenset({"cpu", "cuda"} if _LIBRARY.with_cuda else {"cpu"})
+
+
+def build_info() -> dict[str, object]:
+    """How the loaded library was built (for bug reports)."""
+    if _LIBRARY is None:
+        return {"loaded": False, "error": _LOAD_ERROR}
+    return {
+        "loaded": True,
+        "torch_version": _LIBRARY.torch_version,
+        "with_cuda": bool(_LIBRARY.with_cuda),
+        "cuda_arch_list": _LIBRARY.cuda_arch_list,
+    }

@@ -1,0 +1,27 @@
+"""``torch.nn`` modules backed by the library's ops, drop-in replacements for PyTorch's."""
+
+from __future__ import annotations
+
+import torch
+
+from alexnet_kernels.ops.lrn import lrn
+
+
+class LocalResponseNorm(torch.nn.LocalResponseNorm):
+    """``torch.nn.LocalResponseNorm`` (same constructor, attributes and repr) on our kernels.
+
+    Input (N, C, *), output of the same shape. ``backend`` is keyword-only and
+    chooses the implementation (see ``alexnet_kernels.backends``).
+    """
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0,
+                 *, backend: str = "auto") -> None:
+        super().__init__(size, alpha=alpha, beta=beta, k=k)
+        self.backend = backend
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return lrn(input, self.size, self.alpha, self.beta, self.k, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        base = super().extra_repr()
+        return base if self.backend == "auto" else f"{base}, backend={self.backend!r}"

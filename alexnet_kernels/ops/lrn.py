@@ -1,0 +1,108 @@
+"""Cross-channel Local Response Normalization (LRN).
+
+``y[n, c, ...] = x[n, c, ...] * (k + alpha / size * sum_{c' in W(c)} x[n, c', ...]**2) ** -beta``
+with ``W(c) = [c - size // 2, c + (size - 1) // 2]`` clipped to the existing
+channels: exactly ``torch.nn.functional.local_response_norm``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+from alexnet_kernels import _extension, backends, reference
+
+_OP = "alexnet_kernels::lrn"
+_IMPLEMENTED = ("native", "torch")
+
+
+def _check_arguments(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"lrn: x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 3:
+        raise ValueError(
+            f"lrn: x must have at least 3 dimensions (N, C, *), got {x.dim()} "
+            f"with shape {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(
+            f"lrn: x must be a floating-point tensor (float32, float64, float16, bfloat16), "
+            f"got {x.dtype}"
+        )
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral):
+        raise TypeError(f"lrn: size must be an int, got {type(size).__name__}")
+    if size < 1:
+        raise ValueError(f"lrn: size must be >= 1, got {size}")
+    for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"lrn: {name} must be a real number, got {type(value).__name__}")
+        if not math.isfinite(value):
+            raise ValueError(f"lrn: {name} must be finite, got {value}")
+
+
+def lrn(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0,
+        *, backend: str = "auto") -> torch.Tensor:
+    """Local response normalisation across channels.
+
+    Args:
+        x: input of shape (N, C, *) with at least 3 dimensions, floating point;
+            contiguous or channels_last.
+        size: number of neighbouring channels in the window.
+        alpha: multiplicative factor (divided by ``size``, as in PyTorch).
+        beta: exponent.
+        k: additive factor.
+        backend: "auto", "native", "triton" or "torch" (see ``alexnet_kernels.backends``).
+
+    Returns:
+        A tensor of x's shape and dtype (channels_last when x is).
+    """
+    _check_arguments(x, size, alpha, beta, k)
+    chosen = backends.resolve(backend, x.device, "lrn", _IMPLEMENTED)
+    if chosen == "torch":
+        return reference.lrn(x, size, alpha, beta, k)
+    return torch.ops.alexnet_kernels.lrn(x, int(size), float(alpha), float(beta), float(k))
+
+
+def output_memory_format(x: torch.Tensor) -> torch.memory_format:
+    """The layout the kernels produce: channels_last(_3d) when x is, else contiguous."""
+    if x.is_contiguous():
+        return torch.contiguous_format
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    return torch.contiguous_format
+
+
+def _empty_output(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device,
+                       memory_format=output_memory_format(x))
+
+
+def _lrn_fake(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    return _empty_output(x)
+
+
+def _lrn_backward_fake(grad_y: torch.Tensor, x: torch.Tensor, y: torch.Tensor, size: int,
+                       alpha: float, beta: float, k: float) -> torch.Tensor:
+    return _empty_output(x)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, size, alpha, beta, k = inputs
+    ctx.save_for_backward(x, output)
+    ctx.hyper = (size, alpha, beta, k)
+
+
+def _backward(ctx, grad_y: torch.Tensor):
+    x, y = ctx.saved_tensors
+    grad_x = torch.ops.alexnet_kernels.lrn_backward(grad_y, x, y, *ctx.hyper)
+    return grad_x, None, None, None, None
+
+
+if _extension.is_loaded():
+    torch.library.register_fake(_OP)(_lrn_fake)
+    torch.library.register_fake("alexnet_kernels::lrn_backward")(_lrn_backward_fake)
+    torch.library.register_autograd(_OP, _backward, setup_context=_setup_context)

@@ -1,0 +1,16 @@
+"""The PyTorch reference implementations (the ``"torch"`` backend).
+
+Tests and benchmarks import their baselines from here, so what the kernels are
+compared with and what they are timed against is one and the same code.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def lrn(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75,
+        k: float = 1.0) -> torch.Tensor:
+    """``torch.nn.functional.local_response_norm``: x (N, C, *) -> same shape."""
+    return F.local_response_norm(x, size, alpha=alpha, beta=beta, k=k)

@@ -1,0 +1,1 @@
+"""Triton kernels (one module per op); see the backends documentation."""

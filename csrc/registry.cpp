@@ -1,0 +1,46 @@
+// The schemas of every alexnet_kernels operator, in one place.
+//
+// Backends register implementations in their own files (csrc/cpu/*.cpp with
+// TORCH_LIBRARY_IMPL(alexnet_kernels, CPU, m), csrc/cuda/*.cu with CUDA);
+// fake (meta) kernels and autograd formulas are registered from Python
+// (alexnet_kernels/ops/*.py).
+#include <Python.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(alexnet_kernels, m) {
+  // Cross-channel local response normalisation, with the semantics of
+  // torch.nn.functional.local_response_norm (alpha is divided by size).
+  m.def("lrn(Tensor x, int size, float alpha, float beta, float k) -> Tensor");
+  m.def(
+      "lrn_backward(Tensor grad_y, Tensor x, Tensor y, int size, float alpha, "
+      "float beta, float k) -> Tensor");
+}
+
+// `import alexnet_kernels._C` loads the library (running the registrations
+// above) and exposes how it was built, so that the Python side can refuse a
+// library compiled against another torch with an actionable message.
+extern "C" PyObject* PyInit__C(void) {
+  static PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT,
+      "_C",
+      "alexnet_kernels operator library (schemas and CPU/CUDA kernels)",
+      -1,
+      nullptr,
+  };
+  PyObject* module = PyModule_Create(&module_def);
+  if (module == nullptr) {
+    return nullptr;
+  }
+#ifdef AK_WITH_CUDA
+  const int with_cuda = 1;
+#else
+  const int with_cuda = 0;
+#endif
+  if (PyModule_AddStringConstant(module, "torch_version", AK_BUILD_TORCH_VERSION) < 0 ||
+      PyModule_AddStringConstant(module, "cuda_arch_list", AK_BUILD_CUDA_ARCH_LIST) < 0 ||
+      PyModule_AddIntConstant(module, "with_cuda", with_cuda) < 0) {
+    Py_DECREF(module);
+    return nullptr;
+  }
+  return module;
+}
