@@ -1,0 +1,328 @@
+"""LRN: every implementation against F.local_response_norm computed in float64."""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import FLOAT_DTYPES, assert_close_to_reference, random_tensor
+
+import alexnet_kernels as ak
+from alexnet_kernels import _extension, backends
+
+# AlexNet's LRN: size 5, alpha 1e-4, beta 0.75, k 2 (the paper), plus settings
+# where the window sum dominates S, so that a wrong window shows.
+PAPER = (5, 1e-4, 0.75, 2.0)
+STRONG = (5, 0.5, 0.75, 1.0)
+
+ALEXNET_SHAPES = [(2, 96, 55, 55), (2, 256, 27, 27), (2, 64, 55, 55), (2, 192, 27, 27)]
+# (shape, (size, alpha, beta, k)): odd sizes, C < size, even sizes, 3-D and 5-D,
+# exponents with and without a special-cased fast path.
+ODD_CASES = [
+    ((3, 7, 5, 3), (3, 0.3, 0.75, 1.0)),
+    ((1, 3, 4, 4), (5, 0.9, 0.75, 2.0)),
+    ((2, 6, 5), (4, 0.7, 0.6, 1.5)),
+    ((2, 5, 3, 4, 2), (2, 0.4, 0.5, 1.0)),
+    ((2, 37, 9, 11), (7, 0.2, 1.0, 0.5)),
+    ((1, 33, 1, 1), (1, 0.6, 0.9, 1.0)),
+    ((2, 70, 3, 5), (6, 0.25, 0.75, 2.0)),
+]
+
+
+# ---- providers ---------------------------------------------------------------
+
+def _native_cpu() -> None:
+    if not _extension.is_loaded():
+        pytest.fail(f"the compiled library is missing: {_extension.load_error()}")
+
+
+def _native_cuda() -> None:
+    _native_cpu()
+    if not _extension.with_cuda():
+        pytest.skip("library built without CUDA kernels")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+
+
+def _emulated_ops():
+    import emulated
+
+    return emulated.load()
+
+
+def forward_backward(provider: str, x: torch.Tensor, grad_y: torch.Tensor,
+                     params: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, grad_x) of one implementation, all on CPU tensors."""
+    size, alpha, beta, k = params
+    if provider == "emulated_cuda":
+        ops = _emulated_ops()
+        y = ops.lrn(x, size, alpha, beta, k)
+        return y, ops.lrn_backward(grad_y, x, y, size, alpha, beta, k)
+    if provider == "native":
+        _native_cpu()
+        device = "cpu"
+    else:
+        _native_cuda()
+        device = "cuda"
+    xd = x.detach().to(device).requires_grad_()
+    y = ak.lrn(xd, size, alpha, beta, k, backend="native")
+    y.backward(grad_y.to(device))
+    return y.detach().cpu(), xd.grad.cpu()
+
+
+def reference(x: torch.Tensor, grad_y: torch.Tensor, params: tuple):
+    size, alpha, beta, k = params
+    x64 = x.detach().double().requires_grad_()
+    y64 = F.local_response_norm(x64, size, alpha, beta, k)
+    y64.backward(grad_y.double())
+    return y64.detach(), x64.grad
+
+
+def check_against_reference(provider: str, shape, dtype, params, seed: int,
+                            channels_last: bool = False) -> None:
+    x = random_tensor(shape, dtype, seed, channels_last)
+    grad_y = random_tensor(shape, dtype, seed + 1, channels_last)
+    y, grad_x = forward_backward(provider, x, grad_y, params)
+    y_ref, grad_ref = reference(x, grad_y, params)
+    assert y.dtype == dtype and y.shape == x.shape
+    assert_close_to_reference(y, y_ref)
+    # The backward reads the rounded y, so compare it with the reference
+    # gradient at the same inputs.
+    assert_close_to_reference(grad_x, grad_ref)
+    if channels_last:
+        fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+        assert y.is_contiguous(memory_format=fmt)
+
+
+PROVIDERS = ["native", "emulated_cuda", "native_cuda"]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("case", range(len(ODD_CASES)))
+def test_odd_shapes(provider: str, dtype: torch.dtype, case: int) -> None:
+    shape, params = ODD_CASES[case]
+    check_against_reference(provider, shape, dtype, params, seed=100 + case)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(3, 7, 5, 3), (2, 40, 6, 5), (2, 5, 3, 4, 2)], ids=str)
+def test_channels_last(provider: str, dtype: torch.dtype, shape) -> None:
+    check_against_reference(provider, shape, dtype, STRONG, seed=7, channels_last=True)
+
+
+@pytest.mark.parametrize("provider", ["native", "native_cuda"])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", ALEXNET_SHAPES, ids=str)
+def test_alexnet_shapes(provider: str, dtype: torch.dtype, shape) -> None:
+    check_against_reference(provider, shape, dtype, PAPER, seed=1)
+    check_against_reference(provider, shape, dtype, STRONG, seed=2, channels_last=True)
+
+
+@pytest.mark.parametrize("shape", [(1, 96, 55, 55), (1, 256, 13, 13)], ids=str)
+def test_emulated_cuda_alexnet_shapes(shape) -> None:
+    check_against_reference("emulated_cuda", shape, torch.float32, PAPER, seed=3)
+    check_against_reference("emulated_cuda", shape, torch.float32, STRONG, seed=4,
+                            channels_last=True)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_non_contiguous_input(provider: str) -> None:
+    base = random_tensor((5, 3, 9, 4), torch.float32, seed=11)
+    x = base.transpose(0, 1)  # (3, 5, 9, 4), neither contiguous nor channels_last
+    grad_y = random_tensor(tuple(x.shape), torch.float32, seed=12)
+    y, grad_x = forward_backward(provider, x, grad_y, STRONG)
+    y_ref, grad_ref = reference(x, grad_y, STRONG)
+    assert_close_to_reference(y, y_ref)
+    assert_close_to_reference(grad_x, grad_ref)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("shape", [(0, 8, 3, 3), (2, 0, 3, 3), (2, 4, 0, 3)], ids=str)
+def test_empty(provider: str, shape) -> None:
+    x = torch.empty(shape)
+    y, grad_x = forward_backward(provider, x, torch.empty(shape), PAPER)
+    assert y.shape == shape and grad_x.shape == shape
+
+
+def test_large_window_backend_fallback_message() -> None:
+    """A window larger than any channel count still works on the CPU and emulated CUDA."""
+    for provider in ("native", "emulated_cuda"):
+        check_against_reference(provider, (1, 9, 3, 3), torch.float64, (41, 0.7, 0.75, 1.0),
+                                seed=5)
+
+
+# ---- gradients, op registration, torch.compile --------------------------------
+
+def test_gradcheck() -> None:
+    _native_cpu()
+    for channels_last in (False, True):
+        x = random_tensor((2, 6, 3, 4), torch.float64, seed=21, channels_last=channels_last)
+        x.requires_grad_()
+        assert torch.autograd.gradcheck(
+            lambda t: ak.lrn(t, 3, 0.8, 0.75, 1.0, backend="native"), (x,))
+
+
+def test_gradcheck_emulated_cuda() -> None:
+    ops = _emulated_ops()
+
+    class EmulatedLrn(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            y = ops.lrn(x, 4, 0.8, 0.6, 1.0)
+            ctx.save_for_backward(x, y)
+            return y
+
+        @staticmethod
+        def backward(ctx, grad_y):
+            x, y = ctx.saved_tensors
+            return ops.lrn_backward(grad_y.contiguous(), x, y, 4, 0.8, 0.6, 1.0)
+
+    x = random_tensor((1, 6, 2, 3), torch.float64, seed=22).requires_grad_()
+    assert torch.autograd.gradcheck(EmulatedLrn.apply, (x,))
+
+
+def test_opcheck() -> None:
+    _native_cpu()
+    for channels_last in (False, True):
+        x = random_tensor((2, 7, 4, 5), torch.float32, seed=31, channels_last=channels_last)
+        torch.library.opcheck(torch.ops.alexnet_kernels.lrn.default,
+                              (x.requires_grad_(), 5, 0.1, 0.75, 2.0))
+        x = x.detach()
+        y = torch.ops.alexnet_kernels.lrn(x, 5, 0.1, 0.75, 2.0)
+        g = random_tensor(tuple(x.shape), torch.float32, seed=32, channels_last=channels_last)
+        torch.library.opcheck(torch.ops.alexnet_kernels.lrn_backward.default,
+                              (g, x, y, 5, 0.1, 0.75, 2.0))
+
+
+def test_torch_compile_fullgraph() -> None:
+    _native_cpu()
+    torch._dynamo.reset()
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3)
+            self.norm = ak.nn.LocalResponseNorm(5, 0.2, 0.75, 2.0, backend="native")
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.norm(torch.relu(self.conv(x)))
+
+    torch.manual_seed(0)
+    model = Block()
+    compiled = torch.compile(model, fullgraph=True)
+    x = random_tensor((2, 3, 9, 9), torch.float32, seed=41)
+    y_eager = model(x)
+    y_eager.square().sum().backward()
+    eager_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    y_compiled = compiled(x)
+    y_compiled.square().sum().backward()
+    torch.testing.assert_close(y_compiled, y_eager)
+    for p, expected in zip(model.parameters(), eager_grads, strict=True):
+        torch.testing.assert_close(p.grad, expected)
+
+
+# ---- API: module, backends, errors --------------------------------------------
+
+def test_module_is_drop_in() -> None:
+    ours = ak.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
+    theirs = torch.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
+    assert isinstance(ours, torch.nn.LocalResponseNorm)
+    assert repr(ours) == repr(theirs)
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    x = random_tensor((2, 16, 5, 5), torch.float32, seed=51)
+    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-6)
+    assert "backend='torch'" in repr(ak.nn.LocalResponseNorm(3, backend="torch"))
+
+
+def test_functional_defaults_match_pytorch() -> None:
+    x = random_tensor((2, 9, 4, 4), torch.float64, seed=52)
+    torch.testing.assert_close(ak.lrn(x, 3), F.local_response_norm(x, 3), rtol=1e-12, atol=0)
+
+
+def test_backend_selection() -> None:
+    cpu = torch.device("cpu")
+    expected_auto = "native" if _extension.is_loaded() else "torch"
+    assert backends.resolve("auto", cpu, "lrn", ("native", "torch")) == expected_auto
+    with ak.use_backend("torch"):
+        assert ak.get_backend() == "torch"
+        assert backends.resolve("auto", cpu, "lrn", ("native", "torch")) == "torch"
+        # An explicit per-call backend wins over the process default.
+        assert backends.resolve("native", cpu, "lrn", ("native", "torch")) == "native"
+    assert ak.get_backend() == "auto"
+    with pytest.raises(ValueError, match="backend must be one of"):
+        ak.set_backend("cudnn")
+    with pytest.raises(NotImplementedError, match="backend='triton' is not implemented"):
+        ak.lrn(torch.randn(1, 3, 2, 2), 3, backend="triton")
+
+
+def test_native_cuda_on_cpu_only_build_is_explained() -> None:
+    if _extension.with_cuda():
+        pytest.skip("this build has CUDA kernels")
+    with pytest.raises(RuntimeError, match="no kernel for cuda tensors"):
+        backends.resolve("native", torch.device("cuda"), "lrn", ("native", "torch"))
+
+
+BAD_ARGUMENTS: list[tuple[Callable[[], object], type[Exception], str]] = [
+    (lambda: ak.lrn(torch.randn(2, 3), 3), ValueError, "at least 3 dimensions"),
+    (lambda: ak.lrn(torch.ones(1, 3, 2, 2, dtype=torch.int64), 3), TypeError, "floating-point"),
+    (lambda: ak.lrn(torch.randn(1, 3, 2, 2), 0), ValueError, "size must be >= 1"),
+    (lambda: ak.lrn(torch.randn(1, 3, 2, 2), 2.5), TypeError, "size must be an int"),
+    (lambda: ak.lrn(torch.randn(1, 3, 2, 2), 3, k=math.inf), ValueError, "k must be finite"),
+    (lambda: ak.lrn(torch.randn(1, 3, 2, 2), 3, alpha=math.nan), ValueError,
+     "alpha must be finite"),
+    (lambda: ak.lrn([1.0, 2.0], 3), TypeError, "must be a torch.Tensor"),
+]
+
+
+@pytest.mark.parametrize("call,error,message", BAD_ARGUMENTS)
+def test_bad_arguments(call, error, message) -> None:
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_bad_arguments_reach_the_kernels_checks() -> None:
+    """Direct calls of the registered ops (bypassing Python checks) fail clearly too."""
+    _native_cpu()
+    op = torch.ops.alexnet_kernels
+    with pytest.raises(RuntimeError, match="at least 3 dimensions"):
+        op.lrn(torch.randn(2, 3), 3, 1e-4, 0.75, 1.0)
+    with pytest.raises(RuntimeError, match="size must be >= 1"):
+        op.lrn(torch.randn(1, 3, 2, 2), 0, 1e-4, 0.75, 1.0)
+    with pytest.raises(RuntimeError, match="k must be finite"):
+        op.lrn(torch.randn(1, 3, 2, 2), 3, 1e-4, 0.75, math.inf)
+    with pytest.raises(RuntimeError, match="must be float64, float32, float16 or bfloat16"):
+        op.lrn(torch.ones(1, 3, 2, 2, dtype=torch.int32), 3, 1e-4, 0.75, 1.0)
+    x = torch.randn(1, 3, 2, 2)
+    with pytest.raises(RuntimeError, match="must have the same shape"):
+        op.lrn_backward(torch.randn(1, 3, 2, 1), x, x, 3, 1e-4, 0.75, 1.0)
+    with pytest.raises(RuntimeError, match="must have the same dtype"):
+        op.lrn_backward(x.double(), x, x, 3, 1e-4, 0.75, 1.0)
+
+
+def test_missing_library_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(name: str):
+        raise ImportError("libfoo.so: cannot open shared object file")
+
+    monkeypatch.setattr(importlib, "import_module", fail)
+    library, error = _extension._load()
+    assert library is None
+    assert "pip install --no-build-isolation" in error and "libfoo.so" in error
+
+
+def test_library_built_for_another_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Stale:
+        torch_version = "1.0.0"
+        with_cuda = 0
+        cuda_arch_list = ""
+
+    monkeypatch.setattr(importlib, "import_module", lambda name: Stale)
+    library, error = _extension._load()
+    assert library is None
+    assert "built against torch 1.0.0" in error and torch.__version__ in error
