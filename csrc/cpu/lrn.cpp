@@ -1,12 +1,12 @@
 // LRN on the CPU: one pass over x for the forward, one pass over (x, y, grad_y)
 // for the backward, parallel over independent (image, pixel-block) work items.
 //
-// Contiguous (N, C, pixels) input works on blocks of kPixelBlock pixels so the
-// inner loops run along contiguous pixels; channels_last (N, pixels, C) input
-// works pixel by pixel along contiguous channels. Either way each work item
-// stages the squares it needs in a small per-thread buffer (fp32 for half types)
-// that stays in cache, and the window sums are taken directly (no running sum,
-// whose add/subtract drift would grow with C).
+// Contiguous (N, C, pixels) input works on chunks of pixels so the inner loops
+// run along contiguous pixels; channels_last (N, pixels, C) input works pixel
+// by pixel along contiguous channels. Either way the squares a window needs sit
+// in a small per-thread buffer (fp32 for half types) that stays in cache, and
+// window sums are taken directly (no running sum, whose add/subtract drift
+// would grow with C).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -24,8 +24,6 @@
 
 namespace alexnet_kernels {
 namespace {
-
-constexpr int64_t kPixelBlock = 128;
 
 template <typename Acc>
 struct LrnCoefficients {
@@ -102,89 +100,115 @@ struct Scratch {
   std::vector<Acc> data;
 };
 
-// ---- contiguous (N, C, pixels): vectors run along kPixelBlock pixels -------
+// ---- contiguous (N, C, pixels): vectors run along a chunk of pixels -------
+//
+// A work item walks the channels of one image over a chunk of `width` pixels,
+// so x, grad_y and the output are read and written as sequential rows. The
+// squares (and, in the backward, the per-channel terms) of the last `window`
+// channels live in rings of rows that stay in cache.
 
-// out[i] = sum of rows [first, last] of `rows` (row stride `width`) at column i.
 template <typename Acc>
-AK_CPU_INLINE void sum_rows(const Acc* __restrict__ rows, int64_t first, int64_t last,
-                            int64_t width, Acc* __restrict__ out) {
-  const Acc* __restrict__ head = rows + first * width;
-  for (int64_t i = 0; i < width; ++i) {
+struct RowRing {
+  Acc* data;
+  int64_t rows;
+  int64_t width;
+  Acc* row(int64_t channel) const { return data + (channel % rows) * width; }
+};
+
+// out[i] = sum over channels [first, last] of ring rows, at column i.
+template <typename Acc>
+AK_CPU_INLINE void sum_ring_rows(const RowRing<Acc>& ring, int64_t first, int64_t last,
+                                 Acc* __restrict__ out) {
+  const Acc* __restrict__ head = ring.row(first);
+  for (int64_t i = 0; i < ring.width; ++i) {
     out[i] = head[i];
   }
   for (int64_t j = first + 1; j <= last; ++j) {
-    const Acc* __restrict__ row = rows + j * width;
-    for (int64_t i = 0; i < width; ++i) {
+    const Acc* __restrict__ row = ring.row(j);
+    for (int64_t i = 0; i < ring.width; ++i) {
       out[i] += row[i];
     }
   }
 }
 
 template <typename T, typename Acc>
-AK_CPU_INLINE void load_squares_nchw(const T* __restrict__ x, int64_t pixels, int64_t channels,
-                                     int64_t width, Acc* __restrict__ sq) {
-  for (int64_t c = 0; c < channels; ++c) {
-    for (int64_t i = 0; i < width; ++i) {
-      const Acc v = static_cast<Acc>(x[c * pixels + i]);
-      sq[c * width + i] = v * v;
-    }
+AK_CPU_INLINE void load_square_row(const T* __restrict__ x, Acc* __restrict__ out,
+                                   int64_t width) {
+  for (int64_t i = 0; i < width; ++i) {
+    const Acc v = static_cast<Acc>(x[i]);
+    out[i] = v * v;
   }
 }
 
+// `x`, `y` point at channel 0 of the chunk; rows are `pixels` apart.
 template <Beta kBeta, typename T, typename Acc>
-AK_CPU_MULTIVERSION void lrn_forward_nchw_block(const T* __restrict__ x, T* __restrict__ y,
+AK_CPU_MULTIVERSION void lrn_forward_nchw_chunk(const T* __restrict__ x, T* __restrict__ y,
                                                 int64_t pixels, int64_t width,
                                                 const LrnCoefficients<Acc>& co,
                                                 Scratch<Acc>& scratch) {
-  Acc* sq = scratch.array(0);
-  Acc* window = scratch.array(1);  // one row
-  load_squares_nchw(x, pixels, co.channels, width, sq);
+  const int64_t window = co.lo + co.hi + 1;
+  const RowRing<Acc> squares{scratch.array(0), window, width};
+  Acc* sums = scratch.array(1);
+  int64_t loaded = 0;  // squares of channels [0, loaded) have been computed
   for (int64_t c = 0; c < co.channels; ++c) {
-    sum_rows(sq, std::max<int64_t>(c - co.lo, 0), std::min(c + co.hi, co.channels - 1), width,
-             window);
+    const int64_t last = std::min(c + co.hi, co.channels - 1);
+    for (; loaded <= last; ++loaded) {
+      load_square_row(x + loaded * pixels, squares.row(loaded), width);
+    }
+    sum_ring_rows(squares, std::max<int64_t>(c - co.lo, 0), last, sums);
     const T* __restrict__ xr = x + c * pixels;
     T* __restrict__ yr = y + c * pixels;
     for (int64_t i = 0; i < width; ++i) {
-      const Acc scale = co.k + co.alpha_over_size * window[i];
-      const auto p = scale_powers<kBeta>(scale, co.beta);
+      const auto p = scale_powers<kBeta>(co.k + co.alpha_over_size * sums[i], co.beta);
       yr[i] = static_cast<T>(static_cast<Acc>(xr[i]) * p.pow_neg_beta);
     }
   }
 }
 
+// Channel c' contributes g*y/S to the gradient of every channel in its window,
+// so the gradient of channel c is complete once c' = c + lo is done: the loop
+// runs the per-channel terms `lo` channels ahead of the gradient rows.
 template <Beta kBeta, typename T, typename Acc>
-AK_CPU_MULTIVERSION void lrn_backward_nchw_block(const T* __restrict__ grad_y,
+AK_CPU_MULTIVERSION void lrn_backward_nchw_chunk(const T* __restrict__ grad_y,
                                                  const T* __restrict__ x, const T* __restrict__ y,
                                                  T* __restrict__ grad_x, int64_t pixels,
                                                  int64_t width, const LrnCoefficients<Acc>& co,
                                                  Scratch<Acc>& scratch) {
-  Acc* sq = scratch.array(0);
-  Acc* g_over_s = scratch.array(1);  // g * y / S
-  Acc* g_pow = scratch.array(2);     // g * S^-beta
-  Acc* window = scratch.array(3);    // one row
-  load_squares_nchw(x, pixels, co.channels, width, sq);
-  for (int64_t c = 0; c < co.channels; ++c) {
-    sum_rows(sq, std::max<int64_t>(c - co.lo, 0), std::min(c + co.hi, co.channels - 1), width,
-             window);
-    const T* __restrict__ gr = grad_y + c * pixels;
-    const T* __restrict__ yr = y + c * pixels;
-    for (int64_t i = 0; i < width; ++i) {
-      const Acc scale = co.k + co.alpha_over_size * window[i];
-      const auto p = scale_powers<kBeta>(scale, co.beta);
-      const Acc g = static_cast<Acc>(gr[i]);
-      g_over_s[c * width + i] = g * static_cast<Acc>(yr[i]) * p.inverse;
-      g_pow[c * width + i] = g * p.pow_neg_beta;
+  const int64_t window = co.lo + co.hi + 1;
+  const RowRing<Acc> squares{scratch.array(0), window, width};
+  const RowRing<Acc> g_over_s{scratch.array(1), window, width};  // g * y / S
+  const RowRing<Acc> g_pow{scratch.array(2), window, width};     // g * S^-beta
+  Acc* sums = scratch.array(3);
+  int64_t loaded = 0;
+  for (int64_t ahead = 0; ahead < co.channels + co.lo; ++ahead) {
+    if (ahead < co.channels) {
+      const int64_t last = std::min(ahead + co.hi, co.channels - 1);
+      for (; loaded <= last; ++loaded) {
+        load_square_row(x + loaded * pixels, squares.row(loaded), width);
+      }
+      sum_ring_rows(squares, std::max<int64_t>(ahead - co.lo, 0), last, sums);
+      const T* __restrict__ gr = grad_y + ahead * pixels;
+      const T* __restrict__ yr = y + ahead * pixels;
+      Acc* __restrict__ t = g_over_s.row(ahead);
+      Acc* __restrict__ gp = g_pow.row(ahead);
+      for (int64_t i = 0; i < width; ++i) {
+        const auto p = scale_powers<kBeta>(co.k + co.alpha_over_size * sums[i], co.beta);
+        const Acc g = static_cast<Acc>(gr[i]);
+        t[i] = g * static_cast<Acc>(yr[i]) * p.inverse;
+        gp[i] = g * p.pow_neg_beta;
+      }
     }
-  }
-  // Channel c receives from every c' whose window holds it: c' in [c - hi, c + lo].
-  for (int64_t c = 0; c < co.channels; ++c) {
-    sum_rows(g_over_s, std::max<int64_t>(c - co.hi, 0), std::min(c + co.lo, co.channels - 1),
-             width, window);
+    const int64_t c = ahead - co.lo;
+    if (c < 0) {
+      continue;
+    }
+    sum_ring_rows(g_over_s, std::max<int64_t>(c - co.hi, 0), std::min(ahead, co.channels - 1),
+                  sums);
+    const Acc* __restrict__ gp = g_pow.row(c);
     const T* __restrict__ xr = x + c * pixels;
     T* __restrict__ gxr = grad_x + c * pixels;
     for (int64_t i = 0; i < width; ++i) {
-      const Acc xv = static_cast<Acc>(xr[i]);
-      gxr[i] = static_cast<T>(g_pow[c * width + i] - co.grad_coef * xv * window[i]);
+      gxr[i] = static_cast<T>(gp[i] - co.grad_coef * static_cast<Acc>(xr[i]) * sums[i]);
     }
   }
 }
@@ -263,17 +287,32 @@ AK_CPU_MULTIVERSION void lrn_backward_nhwc_pixel(const T* __restrict__ grad_y,
 
 // ---- drivers ----------------------------------------------------------------
 
-// Runs body(offset, width, scratch) over the (image, pixel block) items of the
-// contiguous layout in parallel; `offset` is the block's first element.
+// Pixels per work item of the contiguous layout: long rows stream well, but
+// small images get shorter chunks so that every thread has work.
+int64_t nchw_chunk_width(const LrnExtent& e) {
+  constexpr int64_t kMaxWidth = 1024;
+  constexpr int64_t kMinWidth = 64;
+  const int64_t wanted_items = 4 * at::get_num_threads();
+  int64_t width = std::min(kMaxWidth, e.pixels);
+  while (width > kMinWidth && e.batch * ((e.pixels + width - 1) / width) < wanted_items) {
+    width = std::max(kMinWidth, width / 2);
+  }
+  return width;
+}
+
+// Runs body(offset, width, scratch) over the (image, pixel chunk) items of the
+// contiguous layout in parallel; `offset` is the chunk's first element.
 template <typename Acc, typename Body>
-void for_each_nchw_block(const LrnExtent& e, int arrays, const Body& body) {
-  const int64_t blocks_per_image = (e.pixels + kPixelBlock - 1) / kPixelBlock;
-  at::parallel_for(0, e.batch * blocks_per_image, 1, [&](int64_t begin, int64_t end) {
-    Scratch<Acc> scratch(e.channels, kPixelBlock, arrays);
+void for_each_nchw_chunk(const LrnExtent& e, int64_t window, int arrays, const Body& body) {
+  const int64_t width = nchw_chunk_width(e);
+  const int64_t chunks_per_image = (e.pixels + width - 1) / width;
+  at::parallel_for(0, e.batch * chunks_per_image, 1, [&](int64_t begin, int64_t end) {
+    // Rings of `window` rows; the last array holds one row of window sums.
+    Scratch<Acc> scratch(window, width, arrays);
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t n = item / blocks_per_image;
-      const int64_t p0 = (item % blocks_per_image) * kPixelBlock;
-      body(n * e.channels * e.pixels + p0, std::min(kPixelBlock, e.pixels - p0), scratch);
+      const int64_t n = item / chunks_per_image;
+      const int64_t p0 = (item % chunks_per_image) * width;
+      body(n * e.channels * e.pixels + p0, std::min(width, e.pixels - p0), scratch);
     }
   });
 }
@@ -309,8 +348,9 @@ at::Tensor lrn_forward_cpu(const at::Tensor& x_in, int64_t size, double alpha, d
     dispatch_beta(beta, [&](auto kind) {
       constexpr Beta kBeta = decltype(kind)::value;
       if (format == at::MemoryFormat::Contiguous) {
-        for_each_nchw_block<Acc>(e, 2, [&](int64_t offset, int64_t width, Scratch<Acc>& s) {
-          lrn_forward_nchw_block<kBeta>(xp + offset, yp + offset, e.pixels, width, co, s);
+        for_each_nchw_chunk<Acc>(e, co.lo + co.hi + 1, 2,
+                                 [&](int64_t offset, int64_t width, Scratch<Acc>& s) {
+          lrn_forward_nchw_chunk<kBeta>(xp + offset, yp + offset, e.pixels, width, co, s);
         });
       } else {
         for_each_nhwc_pixel<Acc>(e, co.lo + co.hi + 1, 2, [&](int64_t offset, Scratch<Acc>& s) {
@@ -347,8 +387,9 @@ at::Tensor lrn_backward_cpu(const at::Tensor& grad_y_in, const at::Tensor& x_in,
     dispatch_beta(beta, [&](auto kind) {
       constexpr Beta kBeta = decltype(kind)::value;
       if (format == at::MemoryFormat::Contiguous) {
-        for_each_nchw_block<Acc>(e, 4, [&](int64_t offset, int64_t width, Scratch<Acc>& s) {
-          lrn_backward_nchw_block<kBeta>(gp + offset, xp + offset, yp + offset, gxp + offset,
+        for_each_nchw_chunk<Acc>(e, co.lo + co.hi + 1, 4,
+                                 [&](int64_t offset, int64_t width, Scratch<Acc>& s) {
+          lrn_backward_nchw_chunk<kBeta>(gp + offset, xp + offset, yp + offset, gxp + offset,
                                          e.pixels, width, co, s);
         });
       } else {
