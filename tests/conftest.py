@@ -46,3 +46,55 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
     return [f"alexnet_kernels build: {alexnet_kernels.build_info()}",
             f"cuda available: {torch.cuda.is_available()}"]
+
+
+# ---- kernel coverage: every __global__ kernel under csrc/ must run in the emulator ----
+# Judged at the end of a full run (`pytest tests`); a partial run (-k, a single
+# file, a node id, -x stop) cannot tell, so it skips the check and says so.
+
+# Node ids of the test files collected in this session (all of them only when
+# their directory was given) and the number of deselected tests.
+_collected_files: set[str] = set()
+_deselected = 0
+# (passed, message) of the check, printed in the terminal summary.
+_COVERAGE_RESULT = pytest.StashKey[tuple[bool, str]]()
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.passed and "::" not in report.nodeid and report.nodeid.endswith(".py"):
+        _collected_files.add(report.nodeid)
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    global _deselected
+    _deselected += len(items)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    import emulated
+
+    config = session.config
+    test_files = {p.resolve() for pattern in config.getini("python_files")
+                  for p in Path(__file__).resolve().parent.rglob(pattern)}
+    reason = emulated.coverage_skip_reason(
+        test_files,
+        {(config.rootpath / nodeid).resolve() for nodeid in _collected_files},
+        _deselected,
+        node_ids_given=any("::" in str(arg) for arg in config.args),
+        tests_ran=not (config.option.collectonly or config.option.setuponly
+                       or config.option.setupplan),
+        stopped_early=bool(session.shouldstop or session.shouldfail)
+        or exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED),
+    )
+    passed, message = emulated.check_kernel_coverage(reason)
+    config.stash[_COVERAGE_RESULT] = (passed, message)
+    if not passed:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    passed, message = config.stash.get(_COVERAGE_RESULT, (True, ""))
+    if not passed:
+        terminalreporter.write_sep("=", "kernel coverage", red=True)
+    if message:
+        terminalreporter.write_line(message)

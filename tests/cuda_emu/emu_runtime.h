@@ -13,9 +13,10 @@
 //
 // Every piece of state shared between emulated threads is guarded by the
 // block's std::mutex (or the pool's per-worker mutexes), never by hand-rolled
-// lock-free code: ThreadSanitizer understands these, so the emulator itself
-// adds no reports and the happens-before edges it creates are exactly those a
-// GPU guarantees (barriers, warp-synchronous intrinsics, launch boundaries).
+// lock-free code, so the emulator itself adds no ThreadSanitizer reports.
+// Under ThreadSanitizer the happens-before edges it creates are exactly those
+// a GPU guarantees (barriers, warp-synchronous intrinsics, launch boundaries):
+// see EngineSection.
 //
 // Included by cuda_emu.h after the CUDA headers; not meant to be used alone.
 #pragma once
@@ -35,6 +36,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <set>
 #include <source_location>
 #include <stdexcept>
 #include <string>
@@ -44,6 +46,9 @@
 #include <unordered_set>
 #include <utility>
 #include <vector>
+
+#include <cxxabi.h>  // abi::__cxa_demangle (launch record)
+#include <dlfcn.h>   // dladdr (launch record)
 
 #include <vector_types.h>
 
@@ -67,7 +72,98 @@ inline constexpr int warpSize = 32;
 #define AK_EMU_SANITIZED 0
 #endif
 
+#if defined(__SANITIZE_THREAD__)
+#define AK_EMU_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define AK_EMU_TSAN 1
+#endif
+#endif
+#ifndef AK_EMU_TSAN
+#define AK_EMU_TSAN 0
+#endif
+
+#if AK_EMU_TSAN
+#include <sanitizer/tsan_interface.h>  // __tsan_acquire, __tsan_release
+// ThreadSanitizer's dynamic annotations (exported by its runtime).
+extern "C" {
+void AnnotateIgnoreSyncBegin(const char* file, int line);
+void AnnotateIgnoreSyncEnd(const char* file, int line);
+void AnnotateIgnoreReadsBegin(const char* file, int line);
+void AnnotateIgnoreReadsEnd(const char* file, int line);
+void AnnotateIgnoreWritesBegin(const char* file, int line);
+void AnnotateIgnoreWritesEnd(const char* file, int line);
+}
+#endif
+
 namespace ak_emu {
+
+// ---------------------------------------------------------------------------
+// What ThreadSanitizer may see of the engine
+// ---------------------------------------------------------------------------
+//
+// The engine keeps its bookkeeping under one mutex per block, which emulated
+// threads take when they start, return, reach a barrier or warp operation and
+// wake up from one. ThreadSanitizer would take every one of those locks as a
+// happens-before edge: a thread that starts after another has returned would
+// be ordered after all of its work. Whether a missing __syncthreads showed
+// would then depend on whether the OS happened to run the two threads at the
+// same time (on a 2-core machine it often did not).
+//
+// So under ThreadSanitizer the bookkeeping runs in an EngineSection, in which
+// it ignores the engine's synchronisation and memory accesses, and the edges
+// a GPU does guarantee are declared explicitly instead: every arrival at a
+// barrier (warp operation) releases a token of that generation, which every
+// thread leaving it acquires; a returning thread releases a token the launcher
+// acquires once the block is done. The launch itself (inputs, shared-memory
+// poison) reaches the threads through the pool's per-worker mutex. Without
+// ThreadSanitizer all of this compiles to nothing.
+class EngineSection {
+ public:
+  EngineSection() {
+#if AK_EMU_TSAN
+    AnnotateIgnoreSyncBegin(__FILE__, __LINE__);
+    AnnotateIgnoreReadsBegin(__FILE__, __LINE__);
+    AnnotateIgnoreWritesBegin(__FILE__, __LINE__);
+#endif
+  }
+  ~EngineSection() {
+#if AK_EMU_TSAN
+    AnnotateIgnoreWritesEnd(__FILE__, __LINE__);
+    AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
+    AnnotateIgnoreSyncEnd(__FILE__, __LINE__);
+#endif
+  }
+  EngineSection(const EngineSection&) = delete;
+  EngineSection& operator=(const EngineSection&) = delete;
+
+  // Releases `token` from inside this section (whose synchronisation is
+  // otherwise ignored).
+  void release_from_inside(const void* token) {
+#if AK_EMU_TSAN
+    AnnotateIgnoreSyncEnd(__FILE__, __LINE__);
+    __tsan_release(const_cast<void*>(token));
+    AnnotateIgnoreSyncBegin(__FILE__, __LINE__);
+#else
+    (void)token;
+#endif
+  }
+  // Release and acquire outside any section.
+  static void release(const void* token) {
+#if AK_EMU_TSAN
+    __tsan_release(const_cast<void*>(token));
+#else
+    (void)token;
+#endif
+  }
+  static void acquire(const void* token) {
+#if AK_EMU_TSAN
+    __tsan_acquire(const_cast<void*>(token));
+#else
+    (void)token;
+#endif
+  }
+};
 
 inline constexpr unsigned kWarpSize = 32;
 inline constexpr unsigned kFullMask = 0xffffffffu;
@@ -188,6 +284,7 @@ struct Warp {
   std::uint64_t values[2][kWarpSize]{};
   unsigned contributed[2]{};
   std::condition_variable cv;
+  unsigned char sync_token[2]{};  // per generation parity; see EngineSection
 };
 
 struct LaunchInfo {
@@ -275,6 +372,7 @@ class Block {
   void run_thread(unsigned tid) noexcept {
     enter_thread_context(tid);
     {
+      EngineSection section;
       std::lock_guard<std::mutex> lock(m_);
       status_[tid].state = ThreadState::kRunning;
       ++progress_;
@@ -315,16 +413,41 @@ class Block {
         std::abort();
       }
     }
+    EngineSection::acquire(&exit_token_);  // everything the threads did
   }
 
   // __syncthreads and its predicate-reducing variants.
   int barrier(const char* op, int predicate, BarrierReduce how, Site site) {
+    const void* token = nullptr;
+    const int result = barrier_in_section(op, predicate, how, site, token);
+    EngineSection::acquire(token);  // what every thread did before arriving
+    return result;
+  }
+
+  // A warp-synchronous operation: deposit `bits`, wait for every live lane of
+  // the warp, combine. For kShuffle, `src_lane` is the lane whose value this
+  // lane receives (the caller has already applied CUDA's width rules).
+  std::uint64_t warp_op(const char* op, unsigned mask, std::uint64_t bits, unsigned src_lane,
+                        WarpReduce how, Site site) {
+    const void* token = nullptr;
+    const std::uint64_t result = warp_op_in_section(op, mask, bits, src_lane, how, site, token);
+    EngineSection::acquire(token);  // what every lane did before arriving
+    return result;
+  }
+
+ private:
+  // The bookkeeping of barrier(); `token` receives this generation's token.
+  int barrier_in_section(const char* op, int predicate, BarrierReduce how, Site site,
+                         const void*& token) {
     const unsigned tid = tl_tid;
+    EngineSection section;
     std::unique_lock<std::mutex> lock(m_);
     ++progress_;
     status_[tid] = ThreadStatus{ThreadState::kAtBarrier, op, site};
     const std::uint64_t gen = bar_generation_;
     const unsigned slot = static_cast<unsigned>(gen & 1u);
+    token = &bar_token_[slot];
+    section.release_from_inside(token);
     if (bar_arrived_ == 0) {
       bar_site_ = site;
       bar_op_ = op;
@@ -357,19 +480,21 @@ class Block {
     return 0;
   }
 
-  // A warp-synchronous operation: deposit `bits`, wait for every live lane of
-  // the warp, combine. For kShuffle, `src_lane` is the lane whose value this
-  // lane receives (the caller has already applied CUDA's width rules).
-  std::uint64_t warp_op(const char* op, unsigned mask, std::uint64_t bits, unsigned src_lane,
-                        WarpReduce how, Site site) {
+  // The bookkeeping of warp_op(); `token` receives this generation's token.
+  std::uint64_t warp_op_in_section(const char* op, unsigned mask, std::uint64_t bits,
+                                   unsigned src_lane, WarpReduce how, Site site,
+                                   const void*& token) {
     const unsigned tid = tl_tid;
     const unsigned lane = tid % kWarpSize;
+    EngineSection section;
     Warp& w = warps_[tid / kWarpSize];
     std::unique_lock<std::mutex> lock(m_);
     ++progress_;
     status_[tid] = ThreadStatus{ThreadState::kAtWarpOp, op, site};
     const std::uint64_t gen = w.generation;
     const unsigned slot = static_cast<unsigned>(gen & 1u);
+    token = &w.sync_token[slot];
+    section.release_from_inside(token);
     if (w.arrived == 0) {
       w.op = op;
       w.site = site;
@@ -402,8 +527,10 @@ class Block {
     return combine_locked(w.values[slot], w.contributed[slot], lane, src_lane, how, op, site);
   }
 
+ public:
   // Lanes of the caller's warp that have not returned from the kernel.
   unsigned active_mask() {
+    EngineSection section;
     std::lock_guard<std::mutex> lock(m_);
     return warps_[tl_tid / kWarpSize].live_mask;
   }
@@ -413,11 +540,13 @@ class Block {
   // Under the mutex, so no thread proceeds past the declaration before the
   // poison is written, and ThreadSanitizer sees the ordering.
   void register_static_shared(void* address, std::size_t bytes) {
+    EngineSection section;  // the poison is no write of any emulated thread
     std::lock_guard<std::mutex> lock(m_);
     if (poisoned_static_.insert(address).second) std::memset(address, 0xff, bytes);
   }
 
   void record_error(std::string message) {
+    EngineSection section;
     std::lock_guard<std::mutex> lock(m_);
     record_error_locked(std::move(message));
   }
@@ -547,6 +676,8 @@ class Block {
   // A returning thread drops out of barriers and warp operations, as exited
   // threads do on the GPU; it may be the one the others were waiting for.
   void thread_exit(unsigned tid) {
+    EngineSection::release(&exit_token_);  // to the launcher only
+    EngineSection section;
     std::lock_guard<std::mutex> lock(m_);
     ++progress_;
     status_[tid].state = ThreadState::kExited;
@@ -634,6 +765,9 @@ class Block {
   bool bar_error_reported_ = false;
   unsigned bar_count_[2]{};
   unsigned bar_participants_[2]{};
+  // Addresses ThreadSanitizer synchronises on (see EngineSection); never read.
+  unsigned char bar_token_[2]{};
+  unsigned char exit_token_ = 0;
 };
 
 // The running block, for the device-side API; calling a device intrinsic from
@@ -830,6 +964,91 @@ inline void run_grid(const LaunchInfo& info, const std::function<void()>& body) 
   }
 }
 
+// ---------------------------------------------------------------------------
+// Launch record: which kernels have run (for the tests' kernel coverage check)
+// ---------------------------------------------------------------------------
+
+// Addresses of the kernels whose launches completed without an error, for
+// the whole process. Kept as addresses (cheap per launch); names are only
+// resolved when asked for.
+inline std::mutex& launched_mutex() {
+  static std::mutex m;
+  return m;
+}
+inline std::set<const void*>& launched_set() {
+  static std::set<const void*> kernels;
+  return kernels;
+}
+
+inline void record_launch(const void* kernel) {
+  std::lock_guard<std::mutex> lock(launched_mutex());
+  launched_set().insert(kernel);
+}
+
+// "void ns::k<float, true>(float const*, int)" -> "k": drops the parameter
+// list, then template arguments, then return type and qualifiers.
+inline std::string kernel_base_name(const std::string& demangled) {
+  std::string s = demangled;
+  if (!s.empty() && s.back() == ')') {
+    int depth = 0;
+    for (std::size_t i = s.size(); i-- > 0;) {
+      if (s[i] == ')') ++depth;
+      if (s[i] == '(' && --depth == 0) {
+        s.resize(i);
+        break;
+      }
+    }
+  }
+  if (!s.empty() && s.back() == '>') {
+    int depth = 0;
+    for (std::size_t i = s.size(); i-- > 0;) {
+      if (s[i] == '>') ++depth;
+      if (s[i] == '<' && --depth == 0) {
+        s.resize(i);
+        break;
+      }
+    }
+  }
+  const std::size_t colon = s.rfind("::");
+  const std::size_t space = s.rfind(' ');
+  std::size_t start = 0;
+  if (colon != std::string::npos) start = colon + 2;
+  if (space != std::string::npos && space + 1 > start) start = space + 1;
+  return s.substr(start);
+}
+
+// The full demangled signature of a kernel, from the dynamic symbol table of
+// the binary holding it (kernels in a shared library are exported). An address
+// that is not exactly the start of an exported symbol (e.g. a kernel in an
+// executable linked without -rdynamic) gives "<unresolved 0x...>", never the
+// name of a neighbouring symbol.
+inline std::string kernel_symbol(const void* kernel) {
+  Dl_info info{};
+  if (dladdr(kernel, &info) == 0 || info.dli_sname == nullptr || info.dli_saddr != kernel) {
+    char buffer[64];
+    std::snprintf(buffer, sizeof(buffer), "<unresolved %p>", kernel);
+    return buffer;
+  }
+  int status = 0;
+  char* demangled = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
+  std::string name = status == 0 && demangled != nullptr ? demangled : info.dli_sname;
+  std::free(demangled);
+  return name;
+}
+
+// Base names (e.g. "lrn_forward_kernel") of every kernel launched so far,
+// sorted, each once; a kernel that cannot be resolved keeps its
+// "<unresolved 0x...>" text, so it can never pass for another kernel.
+inline std::vector<std::string> launched_kernels() {
+  std::set<std::string> names;
+  std::lock_guard<std::mutex> lock(launched_mutex());
+  for (const void* kernel : launched_set()) {
+    const std::string symbol = kernel_symbol(kernel);
+    names.insert(symbol.starts_with("<unresolved") ? symbol : kernel_base_name(symbol));
+  }
+  return {names.begin(), names.end()};
+}
+
 // The object AK_LAUNCH(...) creates; calling it with the kernel arguments runs
 // the grid synchronously. Arguments are converted to the kernel's parameter
 // types once, as a CUDA launch does, and every thread receives a copy.
@@ -848,6 +1067,9 @@ class Launch {
     const std::tuple<std::decay_t<Params>...> params(std::forward<Args>(args)...);
     const std::function<void()> body = [&] { std::apply(kernel_, params); };
     run_grid(info_, body);
+    // Function pointer to object pointer: conditionally supported, fine on
+    // the POSIX targets the emulator runs on.
+    record_launch(reinterpret_cast<const void*>(kernel_));
   }
 
  private:

@@ -2,9 +2,20 @@
 // (csrc/cuda/*_launch.h), compiled by the host compiler against the CPU
 // emulator and registered for CPU tensors under the namespace
 // alexnet_kernels_emu, so pytest compares them with PyTorch like any backend.
+//
+// Two further ops serve the checks of the test suite itself:
+//   launched_kernels()           base names of every kernel launched so far
+//                                (the kernel coverage check in tests/conftest.py);
+//   selftest_broken_lrn(x, bug)  runs a deliberately broken LRN kernel
+//                                (selftest/broken_lrn.cuh), to show that the
+//                                sanitizer jobs catch bugs in this path.
 #include <torch/library.h>
 
+#include <string>
+#include <vector>
+
 #include "cuda/lrn_launch.h"
+#include "selftest/broken_lrn.cuh"
 
 namespace alexnet_kernels {
 namespace {
@@ -24,6 +35,29 @@ at::Tensor lrn_backward_emulated(const at::Tensor& grad_y, const at::Tensor& x,
                           kNoLaunchCheck);
 }
 
+std::vector<std::string> launched_kernels() { return ak_emu::launched_kernels(); }
+
+// LRN forward (size 5, alpha 0.5, beta 0.75, k 1) of a contiguous float32
+// tensor by a broken kernel: bug "missing-barrier" or "off-by-one".
+at::Tensor selftest_broken_lrn(const at::Tensor& x_in, c10::string_view bug) {
+  TORCH_CHECK(bug == "missing-barrier" || bug == "off-by-one",
+              "selftest_broken_lrn: bug must be 'missing-barrier' or 'off-by-one', not '", bug,
+              "'");
+  TORCH_CHECK(x_in.scalar_type() == at::kFloat, "selftest_broken_lrn: float32 only");
+  check_lrn_arguments(x_in, 5, 0.5, 0.75, 1.0);
+  const at::Tensor x = x_in.contiguous();
+  at::Tensor y = at::empty(x.sizes(), x.options());
+  if (y.numel() == 0) {
+    return y;
+  }
+  const kernels::LrnProblem problem =
+      make_lrn_problem(x, at::MemoryFormat::Contiguous, 5, 0.5, 0.75, 1.0);
+  const kernels::LrnPlan plan = checked_lrn_plan(problem, /*backward=*/false, x);
+  broken::launch_broken_lrn_forward(bug == "off-by-one", x.const_data_ptr<float>(),
+                                    y.mutable_data_ptr<float>(), problem, plan);
+  return y;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(alexnet_kernels_emu, m) {
@@ -31,11 +65,14 @@ TORCH_LIBRARY(alexnet_kernels_emu, m) {
   m.def(
       "lrn_backward(Tensor grad_y, Tensor x, Tensor y, int size, float alpha, float beta, "
       "float k) -> Tensor");
+  m.def("launched_kernels() -> str[]", &launched_kernels);
+  m.def("selftest_broken_lrn(Tensor x, str bug) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(alexnet_kernels_emu, CPU, m) {
   m.impl("lrn", &lrn_emulated);
   m.impl("lrn_backward", &lrn_backward_emulated);
+  m.impl("selftest_broken_lrn", &selftest_broken_lrn);
 }
 
 }  // namespace alexnet_kernels
