@@ -15,6 +15,7 @@ host-side calculator (``cuda_occupancy.h``, see scripts/occupancy.cpp).
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import os
 import re
@@ -176,6 +177,9 @@ def main() -> int:
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     args = parser.parse_args()
     library = library_path()
+    if not importlib.import_module("alexnet_kernels._C").with_cuda:
+        print(f"{library.name} was built without CUDA kernels (CPU-only build); nothing to report")
+        return 0
     resources = read_resources(library)
     if not resources:
         print(f"{library.name} contains no CUDA kernels (CPU-only build); nothing to report")
