@@ -17,19 +17,17 @@ here is skipped.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from emulated import build_module
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
@@ -38,17 +36,7 @@ SELFTEST_DIR = EMU_DIR / "selftest"
 DRIVER_SOURCE = SELFTEST_DIR / "main.cpp"
 
 
-def _load_build_helpers() -> ModuleType:
-    # tests/ is not a package: load the flags helper by path.
-    spec = importlib.util.spec_from_file_location("cuda_emu_build", EMU_DIR / "build.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-build = _load_build_helpers()
+build = build_module()
 
 SANITIZERS: tuple[str, ...] = build.SANITIZERS
 
