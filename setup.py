@@ -118,8 +118,12 @@ def _extension():
         f'-DAK_BUILD_CUDA_ARCH_LIST="{arch_list}"',
     ] + (["-DAK_WITH_CUDA"] if WITH_CUDA else [])
     # -fno-math-errno lets GCC vectorise sqrt in the CPU kernels; the kernels pick
-    # their instruction set at run time (target_clones), so no -march here.
-    cxx = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-math-errno"]
+    # their instruction set at run time (csrc/cpu/vectorize.h), so no -march here.
+    # -fopenmp: at::parallel_for is inline OpenMP in PyTorch's headers, so without
+    # it the CPU kernels silently run on one thread. The OpenMP runtime it links
+    # (libgomp.so.1) is the one torch has already loaded.
+    openmp = ["-fopenmp"]
+    cxx = (["-O0", "-g"] if DEBUG else ["-O3", "-fno-math-errno"]) + openmp
     nvcc = ["-O0", "-lineinfo", "-g"] if DEBUG else ["-O3", "-lineinfo"]
     args = {
         "cxx": cxx + defines,
@@ -130,6 +134,7 @@ def _extension():
         sources=_sources(),
         include_dirs=[str(CSRC), str(CSRC / "kernels")],
         extra_compile_args=args if WITH_CUDA else {"cxx": args["cxx"]},
+        extra_link_args=openmp,
     )
     return CUDAExtension(**common) if WITH_CUDA else CppExtension(**common)
 

@@ -65,6 +65,31 @@ def native_device_types() -> frozenset[str]:
     return frozenset({"cpu", "cuda"} if _LIBRARY.with_cuda else {"cpu"})
 
 
+def cpu_capability() -> str:
+    """Instruction set the CPU kernels run with: "avx512", "avx2" or "default".
+
+    The widest one the CPU supports unless lowered with
+    ``ALEXNET_KERNELS_CPU_CAPABILITY`` or :func:`set_cpu_capability`.
+    """
+    assert_loaded()
+    return _LIBRARY.cpu_capability()
+
+
+def detected_cpu_capability() -> str:
+    """The widest instruction set of this CPU that the CPU kernels have a variant for."""
+    assert_loaded()
+    return _LIBRARY.detected_cpu_capability()
+
+
+def set_cpu_capability(name: str) -> None:
+    """Run the CPU kernels with instruction set ``name`` ("avx512", "avx2" or "default").
+
+    For testing and comparing the variants; ValueError when the CPU lacks it.
+    """
+    assert_loaded()
+    _LIBRARY.set_cpu_capability(name)
+
+
 def build_info() -> dict[str, object]:
     """How the loaded library was built (for bug reports)."""
     if _LIBRARY is None:
@@ -74,4 +99,5 @@ def build_info() -> dict[str, object]:
         "torch_version": _LIBRARY.torch_version,
         "with_cuda": bool(_LIBRARY.with_cuda),
         "cuda_arch_list": _LIBRARY.cuda_arch_list,
+        "cpu_capability": _LIBRARY.cpu_capability(),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from alexnet_kernels.ops.lrn import lrn
+from alexnet_kernels.ops.max_pool import max_pool2d
 
 
 class LocalResponseNorm(torch.nn.LocalResponseNorm):
@@ -21,6 +22,30 @@ class LocalResponseNorm(torch.nn.LocalResponseNorm):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return lrn(input, self.size, self.alpha, self.beta, self.k, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        base = super().extra_repr()
+        return base if self.backend == "auto" else f"{base}, backend={self.backend!r}"
+
+
+class MaxPool2d(torch.nn.MaxPool2d):
+    """``torch.nn.MaxPool2d`` (same constructor, attributes and repr) on our kernels.
+
+    Input (N, C, H, W) or (C, H, W). ``backend`` is keyword-only and chooses the
+    implementation (see ``alexnet_kernels.backends``).
+    """
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
+                 return_indices: bool = False, ceil_mode: bool = False, *,
+                 backend: str = "auto") -> None:
+        super().__init__(kernel_size, stride, padding, dilation, return_indices=return_indices,
+                         ceil_mode=ceil_mode)
+        self.backend = backend
+
+    def forward(self, input: torch.Tensor):
+        return max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                          ceil_mode=self.ceil_mode, return_indices=self.return_indices,
+                          backend=self.backend)
 
     def extra_repr(self) -> str:
         base = super().extra_repr()

@@ -14,3 +14,10 @@ def lrn(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75,
         k: float = 1.0) -> torch.Tensor:
     """``torch.nn.functional.local_response_norm``: x (N, C, *) -> same shape."""
     return F.local_response_norm(x, size, alpha=alpha, beta=beta, k=k)
+
+
+def max_pool2d(x: torch.Tensor, kernel_size, stride=None, padding=0, dilation=1,
+               ceil_mode: bool = False, return_indices: bool = False):
+    """``torch.nn.functional.max_pool2d``: x (N, C, H, W) or (C, H, W) -> pooled."""
+    return F.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode=ceil_mode,
+                        return_indices=return_indices)

@@ -30,3 +30,28 @@ def run(benchmark, fn, group: str, **info) -> None:
     benchmark.group = group
     benchmark.extra_info.update(machine_info(), **info)
     benchmark.pedantic(fn, rounds=ROUNDS, iterations=1, warmup_rounds=2)
+
+
+def time_forward(benchmark, fn, input_shape: tuple[int, ...], group: str, **info) -> None:
+    """Times fn(x) without autograd on a fresh batch of shape (BATCH, *input_shape)."""
+    x = torch.randn(BATCH, *input_shape)
+
+    def forward() -> None:
+        with torch.no_grad():
+            fn(x)
+
+    run(benchmark, forward, group, dtype="float32", batch=BATCH, **info)
+
+
+def time_forward_backward(benchmark, fn, input_shape: tuple[int, ...], group: str,
+                          **info) -> None:
+    """Times fn(x).backward(grad) on a fresh batch of shape (BATCH, *input_shape)."""
+    x = torch.randn(BATCH, *input_shape, requires_grad=True)
+    with torch.no_grad():
+        grad = torch.randn(fn(x).shape)
+
+    def forward_backward() -> None:
+        fn(x).backward(grad)
+        x.grad = None
+
+    run(benchmark, forward_backward, group, dtype="float32", batch=BATCH, **info)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from bench_utils import BATCH, run
+from bench_utils import time_forward, time_forward_backward
 
 import alexnet_kernels as ak
 from alexnet_kernels import reference
@@ -21,26 +21,11 @@ PROVIDERS = {
 @pytest.mark.parametrize("provider", list(PROVIDERS))
 @pytest.mark.parametrize("layer", list(SHAPES))
 def test_lrn_forward(benchmark, layer: str, provider: str) -> None:
-    x = torch.randn(BATCH, *SHAPES[layer])
-    fn = PROVIDERS[provider]
-
-    def forward() -> None:
-        with torch.no_grad():
-            fn(x)
-
-    run(benchmark, forward, f"lrn-forward-{layer}", dtype="float32", batch=BATCH)
+    time_forward(benchmark, PROVIDERS[provider], SHAPES[layer], f"lrn-forward-{layer}")
 
 
 @pytest.mark.parametrize("provider", list(PROVIDERS))
 @pytest.mark.parametrize("layer", list(SHAPES))
 def test_lrn_forward_backward(benchmark, layer: str, provider: str) -> None:
-    x = torch.randn(BATCH, *SHAPES[layer], requires_grad=True)
-    grad = torch.randn(BATCH, *SHAPES[layer])
-    fn = PROVIDERS[provider]
-
-    def forward_backward() -> None:
-        fn(x).backward(grad)
-        x.grad = None
-
-    run(benchmark, forward_backward, f"lrn-forward-backward-{layer}", dtype="float32",
-        batch=BATCH)
+    time_forward_backward(benchmark, PROVIDERS[provider], SHAPES[layer],
+                          f"lrn-forward-backward-{layer}")

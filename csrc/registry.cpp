@@ -7,6 +7,10 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include <exception>
+
+#include "cpu/vectorize.h"
+
 TORCH_LIBRARY(alexnet_kernels, m) {
   // Cross-channel local response normalisation, with the semantics of
   // torch.nn.functional.local_response_norm (alpha is divided by size).
@@ -14,7 +18,55 @@ TORCH_LIBRARY(alexnet_kernels, m) {
   m.def(
       "lrn_backward(Tensor grad_y, Tensor x, Tensor y, int size, float alpha, "
       "float beta, float k) -> Tensor");
+
+  // 2-D max pooling of a 4-D (N, C, H, W) tensor with the window rules of
+  // torch.nn.functional.max_pool2d. Returns (y, argmax): argmax holds, per
+  // output, the offset kh * kernel_w + kw of the maximum inside its window
+  // (uint8 for windows of up to 256 positions, int32 beyond) and is all the
+  // backward needs.
+  m.def(
+      "max_pool2d(Tensor x, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
+      "bool ceil_mode) -> (Tensor, Tensor)");
+  m.def(
+      "max_pool2d_backward(Tensor grad_y, Tensor argmax, SymInt[4] input_size, int[2] kernel_size, "
+      "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");
 }
+
+namespace {
+
+PyObject* cpu_capability(PyObject* /*self*/, PyObject* /*args*/) {
+  return PyUnicode_FromString(cpu_capability_name(alexnet_kernels::cpu::cpu_capability()));
+}
+
+PyObject* detected_cpu_capability(PyObject* /*self*/, PyObject* /*args*/) {
+  return PyUnicode_FromString(cpu_capability_name(alexnet_kernels::cpu::detected_cpu_capability()));
+}
+
+PyObject* set_cpu_capability(PyObject* /*self*/, PyObject* name) {
+  const char* text = PyUnicode_AsUTF8(name);
+  if (text == nullptr) {
+    return nullptr;
+  }
+  try {
+    alexnet_kernels::cpu::set_cpu_capability(text);
+  } catch (const std::exception& error) {
+    PyErr_SetString(PyExc_ValueError, error.what());
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+
+PyMethodDef module_methods[] = {
+    {"cpu_capability", cpu_capability, METH_NOARGS,
+     "Instruction set the CPU kernels run with: 'avx512', 'avx2' or 'default'."},
+    {"detected_cpu_capability", detected_cpu_capability, METH_NOARGS,
+     "Widest instruction set of this CPU that the kernels have a variant for."},
+    {"set_cpu_capability", set_cpu_capability, METH_O,
+     "Run the CPU kernels with the given instruction set (at most the detected one)."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+}  // namespace
 
 // `import alexnet_kernels._C` loads the library (running the registrations
 // above) and exposes how it was built, so that the Python side can refuse a
@@ -25,7 +77,7 @@ extern "C" PyObject* PyInit__C(void) {
       "_C",
       "alexnet_kernels operator library (schemas and CPU/CUDA kernels)",
       -1,
-      nullptr,
+      module_methods,
   };
   PyObject* module = PyModule_Create(&module_def);
   if (module == nullptr) {

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,62 @@ def random_tensor(shape: tuple[int, ...], dtype: torch.dtype, seed: int,
         t = t.contiguous(memory_format=torch.channels_last if t.dim() == 4
                          else torch.channels_last_3d)
     return t
+
+
+# The instruction-set variants of the CPU kernels (csrc/cpu/vectorize.h), widest
+# first. The "native" test provider runs the detected one; "native_avx2" and
+# "native_baseline" force the narrower ones, so every variant is tested on a
+# machine that has them all.
+CPU_CAPABILITY_ORDER = ("default", "avx2", "avx512")
+
+
+@contextlib.contextmanager
+def cpu_capability(name: str) -> Iterator[None]:
+    """Runs the CPU kernels with instruction set `name` inside the block.
+
+    Skips the test when this CPU cannot run that variant.
+    """
+    from alexnet_kernels import _extension
+
+    detected = _extension.detected_cpu_capability()
+    if CPU_CAPABILITY_ORDER.index(name) > CPU_CAPABILITY_ORDER.index(detected):
+        pytest.skip(f"this CPU cannot run the {name} kernels (it has {detected})")
+    previous = _extension.cpu_capability()
+    _extension.set_cpu_capability(name)
+    try:
+        yield
+    finally:
+        _extension.set_cpu_capability(previous)
+
+
+# Test providers of the compiled CPU kernels -> the instruction set they force.
+NATIVE_CPU_PROVIDERS = {"native": None, "native_avx2": "avx2", "native_baseline": "default"}
+
+
+def native_cpu_context(provider: str) -> contextlib.AbstractContextManager:
+    """The instruction-set context of a native CPU provider (see NATIVE_CPU_PROVIDERS)."""
+    require_native_cpu()
+    forced = NATIVE_CPU_PROVIDERS[provider]
+    return cpu_capability(forced) if forced else contextlib.nullcontext()
+
+
+def require_native_cpu() -> None:
+    """Fails (never skips) when the compiled library is missing."""
+    from alexnet_kernels import _extension
+
+    if not _extension.is_loaded():
+        pytest.fail(f"the compiled library is missing: {_extension.load_error()}")
+
+
+def require_native_cuda() -> None:
+    """Skips unless the library has CUDA kernels and a CUDA device is present."""
+    from alexnet_kernels import _extension
+
+    require_native_cpu()
+    if not _extension.with_cuda():
+        pytest.skip("library built without CUDA kernels")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

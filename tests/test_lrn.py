@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 from collections.abc import Callable
@@ -9,7 +10,14 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FLOAT_DTYPES, assert_close_to_reference, random_tensor
+from conftest import (
+    FLOAT_DTYPES,
+    assert_close_to_reference,
+    native_cpu_context,
+    random_tensor,
+    require_native_cpu,
+    require_native_cuda,
+)
 
 import alexnet_kernels as ak
 from alexnet_kernels import _extension, backends
@@ -35,18 +43,6 @@ ODD_CASES = [
 
 # ---- providers ---------------------------------------------------------------
 
-def _native_cpu() -> None:
-    if not _extension.is_loaded():
-        pytest.fail(f"the compiled library is missing: {_extension.load_error()}")
-
-
-def _native_cuda() -> None:
-    _native_cpu()
-    if not _extension.with_cuda():
-        pytest.skip("library built without CUDA kernels")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
-
 
 def _emulated_ops():
     import emulated
@@ -62,15 +58,15 @@ def forward_backward(provider: str, x: torch.Tensor, grad_y: torch.Tensor,
         ops = _emulated_ops()
         y = ops.lrn(x, size, alpha, beta, k)
         return y, ops.lrn_backward(grad_y, x, y, size, alpha, beta, k)
-    if provider == "native":
-        _native_cpu()
-        device = "cpu"
+    if provider == "native_cuda":
+        require_native_cuda()
+        device, context = "cuda", contextlib.nullcontext()
     else:
-        _native_cuda()
-        device = "cuda"
-    xd = x.detach().to(device).requires_grad_()
-    y = ak.lrn(xd, size, alpha, beta, k, backend="native")
-    y.backward(grad_y.to(device))
+        device, context = "cpu", native_cpu_context(provider)
+    with context:
+        xd = x.detach().to(device).requires_grad_()
+        y = ak.lrn(xd, size, alpha, beta, k, backend="native")
+        y.backward(grad_y.to(device))
     return y.detach().cpu(), xd.grad.cpu()
 
 
@@ -98,7 +94,9 @@ def check_against_reference(provider: str, shape, dtype, params, seed: int,
         assert y.is_contiguous(memory_format=fmt)
 
 
-PROVIDERS = ["native", "emulated_cuda", "native_cuda"]
+# "native" runs the CPU kernels' widest instruction set; the two forced
+# variants run the narrower ones (skipped where the CPU lacks them).
+PROVIDERS = ["native", "native_avx2", "native_baseline", "emulated_cuda", "native_cuda"]
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -116,7 +114,7 @@ def test_channels_last(provider: str, dtype: torch.dtype, shape) -> None:
     check_against_reference(provider, shape, dtype, STRONG, seed=7, channels_last=True)
 
 
-@pytest.mark.parametrize("provider", ["native", "native_cuda"])
+@pytest.mark.parametrize("provider", ["native", "native_avx2", "native_baseline", "native_cuda"])
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("shape", ALEXNET_SHAPES, ids=str)
 def test_alexnet_shapes(provider: str, dtype: torch.dtype, shape) -> None:
@@ -160,7 +158,7 @@ def test_large_window_backend_fallback_message() -> None:
 # ---- gradients, op registration, torch.compile --------------------------------
 
 def test_gradcheck() -> None:
-    _native_cpu()
+    require_native_cpu()
     for channels_last in (False, True):
         x = random_tensor((2, 6, 3, 4), torch.float64, seed=21, channels_last=channels_last)
         x.requires_grad_()
@@ -188,7 +186,7 @@ def test_gradcheck_emulated_cuda() -> None:
 
 
 def test_opcheck() -> None:
-    _native_cpu()
+    require_native_cpu()
     for channels_last in (False, True):
         x = random_tensor((2, 7, 4, 5), torch.float32, seed=31, channels_last=channels_last)
         torch.library.opcheck(torch.ops.alexnet_kernels.lrn.default,
@@ -201,7 +199,7 @@ def test_opcheck() -> None:
 
 
 def test_torch_compile_fullgraph() -> None:
-    _native_cpu()
+    require_native_cpu()
     torch._dynamo.reset()
 
     class Block(torch.nn.Module):
@@ -289,7 +287,7 @@ def test_bad_arguments(call, error, message) -> None:
 
 def test_bad_arguments_reach_the_kernels_checks() -> None:
     """Direct calls of the registered ops (bypassing Python checks) fail clearly too."""
-    _native_cpu()
+    require_native_cpu()
     op = torch.ops.alexnet_kernels
     with pytest.raises(RuntimeError, match="at least 3 dimensions"):
         op.lrn(torch.randn(2, 3), 3, 1e-4, 0.75, 1.0)

@@ -13,6 +13,7 @@ import numbers
 import torch
 
 from alexnet_kernels import _extension, backends, reference
+from alexnet_kernels.ops.layout import output_memory_format
 
 _OP = "alexnet_kernels::lrn"
 _IMPLEMENTED = ("native", "torch")
@@ -63,17 +64,6 @@ def lrn(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: 
     if chosen == "torch":
         return reference.lrn(x, size, alpha, beta, k)
     return torch.ops.alexnet_kernels.lrn(x, int(size), float(alpha), float(beta), float(k))
-
-
-def output_memory_format(x: torch.Tensor) -> torch.memory_format:
-    """The layout the kernels produce: channels_last(_3d) when x is, else contiguous."""
-    if x.is_contiguous():
-        return torch.contiguous_format
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
-        return torch.channels_last_3d
-    return torch.contiguous_format
 
 
 def _empty_output(x: torch.Tensor) -> torch.Tensor:

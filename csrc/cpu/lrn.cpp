@@ -11,7 +11,6 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -19,6 +18,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu/allocation.h"
 #include "cpu/vectorize.h"
 #include "lrn.h"
 
@@ -142,7 +142,7 @@ AK_CPU_INLINE void load_square_row(const T* __restrict__ x, Acc* __restrict__ ou
 
 // `x`, `y` point at channel 0 of the chunk; rows are `pixels` apart.
 template <Beta kBeta, typename T, typename Acc>
-AK_CPU_MULTIVERSION void lrn_forward_nchw_chunk(const T* __restrict__ x, T* __restrict__ y,
+AK_CPU_INLINE void lrn_forward_nchw_chunk(const T* __restrict__ x, T* __restrict__ y,
                                                 int64_t pixels, int64_t width,
                                                 const LrnCoefficients<Acc>& co,
                                                 Scratch<Acc>& scratch) {
@@ -169,7 +169,7 @@ AK_CPU_MULTIVERSION void lrn_forward_nchw_chunk(const T* __restrict__ x, T* __re
 // so the gradient of channel c is complete once c' = c + lo is done: the loop
 // runs the per-channel terms `lo` channels ahead of the gradient rows.
 template <Beta kBeta, typename T, typename Acc>
-AK_CPU_MULTIVERSION void lrn_backward_nchw_chunk(const T* __restrict__ grad_y,
+AK_CPU_INLINE void lrn_backward_nchw_chunk(const T* __restrict__ grad_y,
                                                  const T* __restrict__ x, const T* __restrict__ y,
                                                  T* __restrict__ grad_x, int64_t pixels,
                                                  int64_t width, const LrnCoefficients<Acc>& co,
@@ -243,7 +243,7 @@ AK_CPU_INLINE void load_squares_padded(const T* __restrict__ x, int64_t channels
 }
 
 template <Beta kBeta, typename T, typename Acc>
-AK_CPU_MULTIVERSION void lrn_forward_nhwc_pixel(const T* __restrict__ x, T* __restrict__ y,
+AK_CPU_INLINE void lrn_forward_nhwc_pixel(const T* __restrict__ x, T* __restrict__ y,
                                                 const LrnCoefficients<Acc>& co,
                                                 Scratch<Acc>& scratch) {
   const int64_t window = co.lo + co.hi + 1;
@@ -258,7 +258,7 @@ AK_CPU_MULTIVERSION void lrn_forward_nhwc_pixel(const T* __restrict__ x, T* __re
 }
 
 template <Beta kBeta, typename T, typename Acc>
-AK_CPU_MULTIVERSION void lrn_backward_nhwc_pixel(const T* __restrict__ grad_y,
+AK_CPU_INLINE void lrn_backward_nhwc_pixel(const T* __restrict__ grad_y,
                                                  const T* __restrict__ x, const T* __restrict__ y,
                                                  T* __restrict__ grad_x,
                                                  const LrnCoefficients<Acc>& co,
@@ -301,7 +301,8 @@ int64_t nchw_chunk_width(const LrnExtent& e) {
 }
 
 // Runs body(offset, width, scratch) over the (image, pixel chunk) items of the
-// contiguous layout in parallel; `offset` is the chunk's first element.
+// contiguous layout in parallel; `offset` is the chunk's first element. `body`
+// must be an AK_CPU_INLINE_LAMBDA so it is compiled for each instruction set.
 template <typename Acc, typename Body>
 void for_each_nchw_chunk(const LrnExtent& e, int64_t window, int arrays, const Body& body) {
   const int64_t width = nchw_chunk_width(e);
@@ -309,11 +310,13 @@ void for_each_nchw_chunk(const LrnExtent& e, int64_t window, int arrays, const B
   at::parallel_for(0, e.batch * chunks_per_image, 1, [&](int64_t begin, int64_t end) {
     // Rings of `window` rows; the last array holds one row of window sums.
     Scratch<Acc> scratch(window, width, arrays);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t n = item / chunks_per_image;
-      const int64_t p0 = (item % chunks_per_image) * width;
-      body(n * e.channels * e.pixels + p0, std::min(width, e.pixels - p0), scratch);
-    }
+    cpu::run_with_cpu_capability([&]() AK_CPU_INLINE_LAMBDA {
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t n = item / chunks_per_image;
+        const int64_t p0 = (item % chunks_per_image) * width;
+        body(n * e.channels * e.pixels + p0, std::min(width, e.pixels - p0), scratch);
+      }
+    });
   });
 }
 
@@ -323,9 +326,11 @@ void for_each_nhwc_pixel(const LrnExtent& e, int64_t window, int arrays, const B
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(e.channels, 1));
   at::parallel_for(0, e.batch * e.pixels, grain, [&](int64_t begin, int64_t end) {
     Scratch<Acc> scratch(e.channels + window, 1, arrays);
-    for (int64_t pixel = begin; pixel < end; ++pixel) {
-      body(pixel * e.channels, scratch);
-    }
+    cpu::run_with_cpu_capability([&]() AK_CPU_INLINE_LAMBDA {
+      for (int64_t pixel = begin; pixel < end; ++pixel) {
+        body(pixel * e.channels, scratch);
+      }
+    });
   });
 }
 
@@ -334,7 +339,7 @@ at::Tensor lrn_forward_cpu(const at::Tensor& x_in, int64_t size, double alpha, d
   check_lrn_arguments(x_in, size, alpha, beta, k);
   const at::MemoryFormat format = lrn_memory_format(x_in);
   const at::Tensor x = x_in.contiguous(format);
-  at::Tensor y = at::empty(x.sizes(), x.options().memory_format(format));
+  at::Tensor y = cpu::empty_output(x.sizes(), x.options(), format);
   if (y.numel() == 0) {
     return y;
   }
@@ -349,11 +354,11 @@ at::Tensor lrn_forward_cpu(const at::Tensor& x_in, int64_t size, double alpha, d
       constexpr Beta kBeta = decltype(kind)::value;
       if (format == at::MemoryFormat::Contiguous) {
         for_each_nchw_chunk<Acc>(e, co.lo + co.hi + 1, 2,
-                                 [&](int64_t offset, int64_t width, Scratch<Acc>& s) {
+                                 [&](int64_t offset, int64_t width, Scratch<Acc>& s) AK_CPU_INLINE_LAMBDA {
           lrn_forward_nchw_chunk<kBeta>(xp + offset, yp + offset, e.pixels, width, co, s);
         });
       } else {
-        for_each_nhwc_pixel<Acc>(e, co.lo + co.hi + 1, 2, [&](int64_t offset, Scratch<Acc>& s) {
+        for_each_nhwc_pixel<Acc>(e, co.lo + co.hi + 1, 2, [&](int64_t offset, Scratch<Acc>& s) AK_CPU_INLINE_LAMBDA {
           lrn_forward_nhwc_pixel<kBeta>(xp + offset, yp + offset, co, s);
         });
       }
@@ -371,7 +376,7 @@ at::Tensor lrn_backward_cpu(const at::Tensor& grad_y_in, const at::Tensor& x_in,
   const at::Tensor x = x_in.contiguous(format);
   const at::Tensor y = y_in.contiguous(format);
   const at::Tensor grad_y = grad_y_in.contiguous(format);
-  at::Tensor grad_x = at::empty(x.sizes(), x.options().memory_format(format));
+  at::Tensor grad_x = cpu::empty_output(x.sizes(), x.options(), format);
   if (grad_x.numel() == 0) {
     return grad_x;
   }
@@ -388,12 +393,12 @@ at::Tensor lrn_backward_cpu(const at::Tensor& grad_y_in, const at::Tensor& x_in,
       constexpr Beta kBeta = decltype(kind)::value;
       if (format == at::MemoryFormat::Contiguous) {
         for_each_nchw_chunk<Acc>(e, co.lo + co.hi + 1, 4,
-                                 [&](int64_t offset, int64_t width, Scratch<Acc>& s) {
+                                 [&](int64_t offset, int64_t width, Scratch<Acc>& s) AK_CPU_INLINE_LAMBDA {
           lrn_backward_nchw_chunk<kBeta>(gp + offset, xp + offset, yp + offset, gxp + offset,
                                          e.pixels, width, co, s);
         });
       } else {
-        for_each_nhwc_pixel<Acc>(e, co.lo + co.hi + 1, 3, [&](int64_t offset, Scratch<Acc>& s) {
+        for_each_nhwc_pixel<Acc>(e, co.lo + co.hi + 1, 3, [&](int64_t offset, Scratch<Acc>& s) AK_CPU_INLINE_LAMBDA {
           lrn_backward_nhwc_pixel<kBeta>(gp + offset, xp + offset, yp + offset, gxp + offset,
                                          co, s);
         });

@@ -12,9 +12,11 @@
 #include <torch/library.h>
 
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "cuda/lrn_launch.h"
+#include "cuda/max_pool_launch.h"
 #include "selftest/broken_lrn.cuh"
 
 namespace alexnet_kernels {
@@ -33,6 +35,23 @@ at::Tensor lrn_backward_emulated(const at::Tensor& grad_y, const at::Tensor& x,
                                  double k) {
   return run_lrn_backward(grad_y, x, y, size, alpha, beta, k, /*stream=*/nullptr,
                           kNoLaunchCheck);
+}
+
+std::tuple<at::Tensor, at::Tensor> max_pool2d_emulated(const at::Tensor& x,
+                                                       at::IntArrayRef kernel_size,
+                                                       at::IntArrayRef stride,
+                                                       at::IntArrayRef padding,
+                                                       at::IntArrayRef dilation, bool ceil_mode) {
+  return run_max_pool_forward(x, kernel_size, stride, padding, dilation, ceil_mode,
+                              /*stream=*/nullptr, kNoLaunchCheck);
+}
+
+at::Tensor max_pool2d_backward_emulated(const at::Tensor& grad_y, const at::Tensor& argmax,
+                                        at::IntArrayRef input_size, at::IntArrayRef kernel_size,
+                                        at::IntArrayRef stride, at::IntArrayRef padding,
+                                        at::IntArrayRef dilation, bool ceil_mode) {
+  return run_max_pool_backward(grad_y, argmax, input_size, kernel_size, stride, padding, dilation,
+                               ceil_mode, /*stream=*/nullptr, kNoLaunchCheck);
 }
 
 std::vector<std::string> launched_kernels() { return ak_emu::launched_kernels(); }
@@ -65,6 +84,12 @@ TORCH_LIBRARY(alexnet_kernels_emu, m) {
   m.def(
       "lrn_backward(Tensor grad_y, Tensor x, Tensor y, int size, float alpha, float beta, "
       "float k) -> Tensor");
+  m.def(
+      "max_pool2d(Tensor x, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
+      "bool ceil_mode) -> (Tensor, Tensor)");
+  m.def(
+      "max_pool2d_backward(Tensor grad_y, Tensor argmax, int[4] input_size, int[2] kernel_size, "
+      "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");
   m.def("launched_kernels() -> str[]", &launched_kernels);
   m.def("selftest_broken_lrn(Tensor x, str bug) -> Tensor");
 }
@@ -72,6 +97,8 @@ TORCH_LIBRARY(alexnet_kernels_emu, m) {
 TORCH_LIBRARY_IMPL(alexnet_kernels_emu, CPU, m) {
   m.impl("lrn", &lrn_emulated);
   m.impl("lrn_backward", &lrn_backward_emulated);
+  m.impl("max_pool2d", &max_pool2d_emulated);
+  m.impl("max_pool2d_backward", &max_pool2d_backward_emulated);
   m.impl("selftest_broken_lrn", &selftest_broken_lrn);
 }
 

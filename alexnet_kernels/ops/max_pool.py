@@ -1,0 +1,208 @@
+"""2-D max pooling with the semantics of ``torch.nn.functional.max_pool2d``.
+
+The compiled kernels return, besides the pooled values, a compact argmax per
+output: the offset ``kh * kernel_w + kw`` of the maximum inside its window,
+stored as uint8 for windows of up to 256 positions (int32 beyond). That is all
+the backward keeps, instead of PyTorch's int64 indices into the input plane
+(an eighth of the memory for AlexNet's 3x3 windows); PyTorch-style indices are
+computed from it only when ``return_indices=True`` asks for them.
+
+Window rules follow PyTorch exactly: padding acts as -inf, the first maximum
+in window order wins ties, a NaN propagates (the last NaN of a window wins).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import torch
+
+from alexnet_kernels import _extension, backends, reference
+from alexnet_kernels.ops.layout import output_memory_format
+
+_OP = "alexnet_kernels::max_pool2d"
+_BACKWARD_OP = "alexnet_kernels::max_pool2d_backward"
+_IMPLEMENTED = ("native", "torch")
+# Windows of up to this many positions store their argmax in a uint8.
+_MAX_BYTE_ARGMAX_WINDOW = 256
+
+IntPair = int | Sequence[int]
+
+
+def _pair(name: str, value: IntPair) -> tuple[int, int]:
+    """An int or a sequence of one or two ints, as PyTorch's pooling accepts."""
+    if isinstance(value, numbers.Integral):
+        items: tuple = (value,)
+    elif isinstance(value, Sequence):
+        items = tuple(value)
+    else:
+        items = ()
+    if len(items) not in (1, 2) or not all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items):
+        raise TypeError(f"max_pool2d: {name} must be an int or a tuple of two ints, got {value!r}")
+    return (int(items[0]), int(items[-1]))
+
+
+def pool_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int,
+                     ceil_mode: bool) -> int:
+    """PyTorch's pooling output length along one axis (ATen/native/Pool.h)."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)
+    output = span // stride + 1
+    # In ceil mode the last window must start inside the input or its left padding.
+    if ceil_mode and (output - 1) * stride >= size + padding:
+        output -= 1
+    return output
+
+
+class PoolGeometry:
+    """Validated arguments of one max pool over a 4-D input shape."""
+
+    def __init__(self, shape: Sequence[int], kernel_size: IntPair, stride: IntPair | None,
+                 padding: IntPair, dilation: IntPair, ceil_mode: bool) -> None:
+        self.kernel = _pair("kernel_size", kernel_size)
+        no_stride = stride is None or (not isinstance(stride, numbers.Integral)
+                                       and len(stride) == 0)
+        self.stride = self.kernel if no_stride else _pair("stride", stride)
+        self.padding = _pair("padding", padding)
+        self.dilation = _pair("dilation", dilation)
+        self.ceil_mode = bool(ceil_mode)
+        self.input_shape = tuple(int(s) for s in shape)
+        self._check()
+        n, c, h, w = self.input_shape
+        out_h, out_w = (
+            pool_output_size(size, *args, self.ceil_mode)
+            for size, *args in zip((h, w), self.kernel, self.stride, self.padding, self.dilation,
+                                   strict=True))
+        self.output_shape = (n, c, out_h, out_w)
+        if min(self.output_shape[2:]) < 1:
+            raise ValueError(
+                f"max_pool2d: the input of size {h}x{w} is too small for kernel_size="
+                f"{self.kernel} with padding={self.padding} and dilation={self.dilation}: "
+                f"the output would be {self.output_shape[2]}x{self.output_shape[3]}")
+
+    def _check(self) -> None:
+        for name, value in (("kernel_size", self.kernel), ("stride", self.stride),
+                            ("dilation", self.dilation)):
+            if min(value) <= 0:
+                raise ValueError(f"max_pool2d: {name} must be greater than zero, got {value}")
+        if min(self.padding) < 0:
+            raise ValueError(f"max_pool2d: padding must be non-negative, got {self.padding}")
+        if any(p > k // 2 for p, k in zip(self.padding, self.kernel, strict=True)):
+            raise ValueError(
+                f"max_pool2d: padding must be at most half of kernel_size, got padding="
+                f"{self.padding} and kernel_size={self.kernel}")
+        if self.input_shape[1] == 0 or min(self.input_shape[2:]) == 0:
+            raise ValueError(
+                "max_pool2d: x may be empty only along the batch dimension, got shape "
+                f"{self.input_shape}")
+
+    @property
+    def argmax_dtype(self) -> torch.dtype:
+        window = self.kernel[0] * self.kernel[1]
+        return torch.uint8 if window <= _MAX_BYTE_ARGMAX_WINDOW else torch.int32
+
+    def op_arguments(self) -> tuple:
+        """(kernel_size, stride, padding, dilation, ceil_mode) as the registered ops take them."""
+        return (list(self.kernel), list(self.stride), list(self.padding), list(self.dilation),
+                self.ceil_mode)
+
+
+def _check_input(x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"max_pool2d: x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() not in (3, 4):
+        raise ValueError(
+            f"max_pool2d: x must be 3-D (C, H, W) or 4-D (N, C, H, W), got {x.dim()}-D "
+            f"with shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(
+            "max_pool2d: x must be a floating-point tensor (float32, float64, float16, "
+            f"bfloat16), got {x.dtype}")
+
+
+def argmax_to_indices(argmax: torch.Tensor, geometry: PoolGeometry) -> torch.Tensor:
+    """PyTorch's int64 ``return_indices`` (ih * W + iw) from the window offsets."""
+    kw_size = geometry.kernel[1]
+    sh, sw = geometry.stride
+    (ph, pw), (dh, dw) = geometry.padding, geometry.dilation
+    width = geometry.input_shape[3]
+    _, _, out_h, out_w = geometry.output_shape
+    offsets = argmax.long()
+    rows = torch.arange(out_h, device=argmax.device).view(out_h, 1) * sh - ph
+    cols = torch.arange(out_w, device=argmax.device) * sw - pw
+    ih = rows + torch.div(offsets, kw_size, rounding_mode="floor") * dh
+    iw = cols + (offsets % kw_size) * dw
+    return ih * width + iw
+
+
+def max_pool2d(x: torch.Tensor, kernel_size: IntPair, stride: IntPair | None = None,
+               padding: IntPair = 0, dilation: IntPair = 1, ceil_mode: bool = False,
+               return_indices: bool = False, *, backend: str = "auto"):
+    """2-D max pooling, ``torch.nn.functional.max_pool2d`` on our kernels.
+
+    Args:
+        x: (N, C, H, W) or (C, H, W), floating point, contiguous or channels_last.
+        kernel_size, stride, padding, dilation: ints or pairs (height, width);
+            ``stride`` defaults to ``kernel_size``. ``padding`` is at most half
+            the kernel and acts as -inf.
+        ceil_mode: round the output size up instead of down.
+        return_indices: also return PyTorch-compatible int64 indices (ih * W + iw).
+        backend: "auto", "native", "triton" or "torch" (see ``alexnet_kernels.backends``).
+
+    Returns:
+        y of shape (N, C, OH, OW) (or (C, OH, OW)), dtype and layout of x; with
+        ``return_indices``, ``(y, indices)``.
+    """
+    _check_input(x)
+    unbatched = x.dim() == 3
+    x4 = x.unsqueeze(0) if unbatched else x
+    geometry = PoolGeometry(x4.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    chosen = backends.resolve(backend, x.device, "max_pool2d", _IMPLEMENTED)
+    if chosen == "torch":
+        return reference.max_pool2d(x, geometry.kernel, geometry.stride, geometry.padding,
+                                    geometry.dilation, geometry.ceil_mode, return_indices)
+    y, argmax = torch.ops.alexnet_kernels.max_pool2d(x4, *geometry.op_arguments())
+    if unbatched:
+        y = y.squeeze(0)
+    if not return_indices:
+        return y
+    indices = argmax_to_indices(argmax, geometry)
+    return y, indices.squeeze(0) if unbatched else indices
+
+
+def _max_pool2d_fake(x: torch.Tensor, kernel_size: list[int], stride: list[int],
+                     padding: list[int], dilation: list[int], ceil_mode: bool):
+    geometry = PoolGeometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    layout = output_memory_format(x)
+    y = torch.empty(geometry.output_shape, dtype=x.dtype, device=x.device, memory_format=layout)
+    argmax = torch.empty(geometry.output_shape, dtype=geometry.argmax_dtype, device=x.device,
+                         memory_format=layout)
+    return y, argmax
+
+
+def _max_pool2d_backward_fake(grad_y: torch.Tensor, argmax: torch.Tensor, input_size,
+                              kernel_size, stride, padding, dilation, ceil_mode):
+    return torch.empty(input_size, dtype=grad_y.dtype, device=grad_y.device,
+                       memory_format=output_memory_format(argmax))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, *arguments = inputs
+    _, argmax = output
+    ctx.save_for_backward(argmax)
+    ctx.input_size = list(x.shape)
+    ctx.arguments = arguments
+
+
+def _backward(ctx, grad_y: torch.Tensor, grad_argmax):
+    (argmax,) = ctx.saved_tensors
+    grad_x = torch.ops.alexnet_kernels.max_pool2d_backward(grad_y, argmax, ctx.input_size,
+                                                            *ctx.arguments)
+    return grad_x, None, None, None, None, None
+
+
+if _extension.is_loaded():
+    torch.library.register_fake(_OP)(_max_pool2d_fake)
+    torch.library.register_fake(_BACKWARD_OP)(_max_pool2d_backward_fake)
+    torch.library.register_autograd(_OP, _backward, setup_context=_setup_context)

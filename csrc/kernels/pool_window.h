@@ -1,0 +1,65 @@
+// Window arithmetic of 2-D max pooling, shared by the CPU kernels
+// (csrc/cpu/max_pool.cpp) and the CUDA kernels (max_pool.cuh). Plain C++ with
+// no PyTorch or CUDA include, so both builds compile the same definitions.
+//
+// Output (oh, ow) looks at input rows ih = oh * stride_h - pad_h + kh * dilation_h
+// for kh in [0, kernel_h), and likewise for columns. Positions outside the input
+// act as -inf. The saved argmax is the offset kh * kernel_w + kw inside the
+// window, which fits in one byte for windows of up to 256 positions.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define AK_POOL_HOST_DEVICE __host__ __device__
+#else
+#define AK_POOL_HOST_DEVICE
+#endif
+
+namespace alexnet_kernels::kernels {
+
+// Windows with at most this many positions store their argmax in a uint8.
+constexpr int64_t kMaxByteArgmaxWindow = 256;
+
+struct PoolWindow {
+  int64_t batch;
+  int64_t channels;
+  int64_t in_h;
+  int64_t in_w;
+  int64_t out_h;
+  int64_t out_w;
+  int kernel_h;
+  int kernel_w;
+  int stride_h;
+  int stride_w;
+  int pad_h;
+  int pad_w;
+  int dilation_h;
+  int dilation_w;
+};
+
+// First tap k >= 0 whose input position o * stride - pad + k * dilation is not
+// negative. PyTorch starts its argmax there even when every tap is -inf, so
+// ties and all -inf windows resolve to the same element.
+AK_POOL_HOST_DEVICE inline int first_tap_inside(int64_t o, int stride, int pad, int dilation) {
+  const int64_t start = o * stride - pad;
+  return start >= 0 ? 0 : static_cast<int>((-start + dilation - 1) / dilation);
+}
+
+// Outputs [first, last] along one axis whose windows contain input position i
+// (empty when first > last); the tap of output o is (i + pad - o * stride) / dilation
+// when that division is exact.
+struct CoveringOutputs {
+  int64_t first;
+  int64_t last;
+};
+
+AK_POOL_HOST_DEVICE inline CoveringOutputs covering_outputs(int64_t i, int64_t out_size, int kernel,
+                                                           int stride, int pad, int dilation) {
+  const int64_t lowest = i + pad - static_cast<int64_t>(kernel - 1) * dilation;
+  const int64_t first = lowest <= 0 ? 0 : (lowest + stride - 1) / stride;
+  const int64_t highest = (i + pad) / stride;  // i + pad >= 0 always
+  return {first, highest < out_size - 1 ? highest : out_size - 1};
+}
+
+}  // namespace alexnet_kernels::kernels

@@ -1,0 +1,367 @@
+"""Max pooling: every implementation against F.max_pool2d computed in float64."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import (
+    FLOAT_DTYPES,
+    assert_close_to_reference,
+    cpu_capability,
+    native_cpu_context,
+    random_tensor,
+    require_native_cpu,
+    require_native_cuda,
+)
+
+import alexnet_kernels as ak
+from alexnet_kernels import _extension
+from alexnet_kernels.ops.max_pool import PoolGeometry, argmax_to_indices
+
+# (kernel_size, stride, padding, dilation, ceil_mode)
+ALEXNET_POOL = (3, 2, 0, 1, False)
+WINDOWS = [
+    ALEXNET_POOL,
+    (2, None, 0, 1, False),            # stride defaults to the kernel
+    (3, 1, 1, 1, False),               # overlapping, padded
+    (3, 2, 1, 1, True),                # ceil mode with padding
+    ((3, 2), (2, 1), (1, 0), (2, 3), True),
+    ((2, 4), (3, 2), (1, 2), 1, True),  # ceil mode drops a window starting in the padding
+    (1, 1, 0, 1, False),
+    ((5, 3), (1, 3), (2, 1), (1, 2), False),
+    (4, 3, 2, 1, False),
+]
+ODD_SHAPES = [(2, 3, 7, 9), (1, 5, 13, 6), (3, 2, 8, 8)]
+# AlexNet's pooling layers: 55 -> 27, 27 -> 13, 13 -> 6.
+ALEXNET_SHAPES = [(2, 96, 55, 55), (2, 256, 27, 27), (2, 256, 13, 13)]
+
+PROVIDERS = ["native", "native_avx2", "native_baseline", "emulated_cuda", "native_cuda"]
+
+
+# ---- providers ---------------------------------------------------------------
+
+def _emulated_ops():
+    import emulated
+
+    return emulated.load()
+
+
+def forward_backward(provider: str, x: torch.Tensor, grad_y: torch.Tensor | None,
+                     window: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(y, indices, grad_x) of one implementation on CPU tensors (4-D x)."""
+    geometry = PoolGeometry(x.shape, *window)
+    if provider == "emulated_cuda":
+        ops = _emulated_ops()
+        y, argmax = ops.max_pool2d(x, *geometry.op_arguments())
+        grad_x = None if grad_y is None else ops.max_pool2d_backward(
+            grad_y, argmax, list(x.shape), *geometry.op_arguments())
+        return y, argmax_to_indices(argmax, geometry), grad_x
+    if provider == "native_cuda":
+        require_native_cuda()
+        device, context = "cuda", contextlib.nullcontext()
+    else:
+        device, context = "cpu", native_cpu_context(provider)
+    with context:
+        xd = x.detach().to(device).requires_grad_()
+        y, indices = ak.max_pool2d(xd, *window, return_indices=True, backend="native")
+        if grad_y is not None:
+            y.backward(grad_y.to(device))
+    grad_x = None if grad_y is None else xd.grad.cpu()
+    return y.detach().cpu(), indices.cpu(), grad_x
+
+
+def reference(x: torch.Tensor, grad_y: torch.Tensor | None, window: tuple):
+    x64 = x.detach().double().requires_grad_()
+    y64, indices = F.max_pool2d(x64, *window, return_indices=True)
+    if grad_y is not None:
+        y64.backward(grad_y.double())
+    return y64.detach(), indices, x64.grad
+
+
+def output_shape(x: torch.Tensor, window: tuple) -> tuple[int, ...]:
+    return PoolGeometry(x.shape, *window).output_shape
+
+
+def check_against_reference(provider: str, shape, dtype, window, seed: int,
+                            channels_last: bool = False) -> None:
+    x = random_tensor(shape, dtype, seed, channels_last)
+    grad_y = random_tensor(output_shape(x, window), dtype, seed + 1, channels_last)
+    y, indices, grad_x = forward_backward(provider, x, grad_y, window)
+    y_ref, indices_ref, grad_ref = reference(x, grad_y, window)
+    assert y.dtype == dtype and y.shape == y_ref.shape
+    # The maximum is one of the inputs: exact in every dtype.
+    torch.testing.assert_close(y.double(), y_ref, rtol=0, atol=0)
+    torch.testing.assert_close(indices, indices_ref, rtol=0, atol=0)
+    assert_close_to_reference(grad_x, grad_ref)
+    if channels_last:
+        assert y.is_contiguous(memory_format=torch.channels_last)
+        assert grad_x.is_contiguous(memory_format=torch.channels_last)
+
+
+# ---- numerics ------------------------------------------------------------------
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("window", WINDOWS, ids=str)
+@pytest.mark.parametrize("shape", ODD_SHAPES, ids=str)
+def test_windows(provider: str, window, shape) -> None:
+    for seed, dtype in enumerate((torch.float32, torch.float64)):
+        check_against_reference(provider, shape, dtype, window, seed=10 + seed)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("window", [ALEXNET_POOL, (3, 2, 1, 1, True), ((2, 3), 1, 1, 2, False)],
+                         ids=str)
+def test_dtypes_and_channels_last(provider: str, dtype: torch.dtype, window) -> None:
+    check_against_reference(provider, (2, 5, 9, 11), dtype, window, seed=20)
+    check_against_reference(provider, (2, 37, 9, 11), dtype, window, seed=21, channels_last=True)
+
+
+@pytest.mark.parametrize("provider", ["native", "native_avx2", "native_baseline", "native_cuda"])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", ALEXNET_SHAPES, ids=str)
+def test_alexnet_shapes(provider: str, dtype: torch.dtype, shape) -> None:
+    check_against_reference(provider, shape, dtype, ALEXNET_POOL, seed=30)
+    check_against_reference(provider, shape, dtype, ALEXNET_POOL, seed=31, channels_last=True)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 55, 55), (1, 32, 27, 27)], ids=str)
+def test_emulated_cuda_alexnet_shapes(shape) -> None:
+    check_against_reference("emulated_cuda", shape, torch.float32, ALEXNET_POOL, seed=32)
+    check_against_reference("emulated_cuda", shape, torch.float32, ALEXNET_POOL, seed=33,
+                            channels_last=True)
+
+
+def _special_values(shape, seed: int, channels_last: bool) -> torch.Tensor:
+    """Integers in [-3, 3] (many exact ties) with NaN, +inf and -inf sprinkled in."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randint(-3, 4, shape, generator=generator).double()
+    pick = torch.rand(shape, generator=generator)
+    x[pick < 0.04] = math.nan
+    x[(pick >= 0.04) & (pick < 0.08)] = math.inf
+    x[(pick >= 0.08) & (pick < 0.20)] = -math.inf
+    # Whole windows of -inf: the argmax is then the window's first position.
+    x[..., :3, :3] = -math.inf
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("window", [ALEXNET_POOL, (3, 1, 1, 1, False), (2, 2, 1, 2, True)],
+                         ids=str)
+def test_nan_inf_and_ties_follow_pytorch(provider: str, channels_last: bool, window) -> None:
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        x = _special_values((2, 6, 11, 10), seed=40, channels_last=channels_last).to(dtype)
+        grad_y = random_tensor(output_shape(x, window), dtype, 41, channels_last)
+        y, indices, grad_x = forward_backward(provider, x, grad_y, window)
+        y_ref, indices_ref, grad_ref = reference(x, grad_y, window)
+        torch.testing.assert_close(y.double(), y_ref, rtol=0, atol=0, equal_nan=True)
+        torch.testing.assert_close(indices, indices_ref, rtol=0, atol=0)
+        assert_close_to_reference(grad_x, grad_ref)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_large_window_uses_int32_argmax(provider: str) -> None:
+    window = ((17, 16), (3, 5), (8, 2), 1, True)  # 272 positions: more than a byte holds
+    assert PoolGeometry((1, 1, 20, 20), *window).argmax_dtype == torch.int32
+    check_against_reference(provider, (2, 3, 20, 21), torch.float32, window, seed=50)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_non_contiguous_input(provider: str) -> None:
+    x = random_tensor((5, 3, 9, 8), torch.float32, seed=60).transpose(0, 1)
+    grad_y = random_tensor(output_shape(x, ALEXNET_POOL), torch.float32, seed=61)
+    y, _, grad_x = forward_backward(provider, x, grad_y, ALEXNET_POOL)
+    y_ref, _, grad_ref = reference(x, grad_y, ALEXNET_POOL)
+    torch.testing.assert_close(y.double(), y_ref, rtol=0, atol=0)
+    assert_close_to_reference(grad_x, grad_ref)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_empty_batch(provider: str, channels_last: bool) -> None:
+    x = torch.empty(0, 4, 9, 9)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y, indices, grad_x = forward_backward(provider, x, torch.empty(0, 4, 4, 4), ALEXNET_POOL)
+    assert y.shape == indices.shape == (0, 4, 4, 4) and grad_x.shape == x.shape
+
+
+def test_unbatched_input_and_defaults() -> None:
+    require_native_cpu()
+    x = random_tensor((4, 10, 9), torch.float32, seed=70)
+    for backend in ("native", "torch"):
+        y, indices = ak.max_pool2d(x, 3, return_indices=True, backend=backend)
+        y_ref, indices_ref = F.max_pool2d(x, 3, return_indices=True)
+        assert torch.equal(y, y_ref) and torch.equal(indices, indices_ref)
+    assert torch.equal(ak.max_pool2d(x, [3], [2]), F.max_pool2d(x, [3], [2]))
+    assert torch.equal(ak.max_pool2d(x, 2, stride=[]), F.max_pool2d(x, 2, stride=[]))
+
+
+# ---- gradients, op registration, torch.compile --------------------------------
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_gradcheck(channels_last: bool) -> None:
+    require_native_cpu()
+    # Distinct values keep every argmax away from a tie, where max is not differentiable.
+    x = torch.randperm(2 * 3 * 7 * 8, generator=torch.Generator().manual_seed(80)).double()
+    x = (x / 10).reshape(2, 3, 7, 8)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    for window in (ALEXNET_POOL, (3, 1, 1, 1, True), ((2, 3), 2, 1, (2, 1), False)):
+        assert torch.autograd.gradcheck(
+            lambda t, w=window: ak.max_pool2d(t, *w, backend="native"),
+            (x.clone().requires_grad_(),))
+
+
+def test_gradcheck_emulated_cuda() -> None:
+    ops = _emulated_ops()
+    geometry = PoolGeometry((1, 2, 6, 7), 3, 2, 1, 1, True)
+
+    class EmulatedMaxPool(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            y, argmax = ops.max_pool2d(x, *geometry.op_arguments())
+            ctx.save_for_backward(argmax)
+            return y
+
+        @staticmethod
+        def backward(ctx, grad_y):
+            (argmax,) = ctx.saved_tensors
+            return ops.max_pool2d_backward(grad_y.contiguous(), argmax, [1, 2, 6, 7],
+                                           *geometry.op_arguments())
+
+    x = torch.randperm(84, generator=torch.Generator().manual_seed(81)).double()
+    x = (x / 10).reshape(1, 2, 6, 7).requires_grad_()
+    assert torch.autograd.gradcheck(EmulatedMaxPool.apply, (x,))
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_opcheck(channels_last: bool) -> None:
+    require_native_cpu()
+    ops = torch.ops.alexnet_kernels
+    x = random_tensor((2, 5, 9, 8), torch.float32, seed=90, channels_last=channels_last)
+    geometry = PoolGeometry(x.shape, 3, 2, 1, 1, True)
+    torch.library.opcheck(ops.max_pool2d.default,
+                          (x.clone().requires_grad_(), *geometry.op_arguments()))
+    _, argmax = ops.max_pool2d(x, *geometry.op_arguments())
+    grad_y = random_tensor(geometry.output_shape, torch.float32, seed=91,
+                           channels_last=channels_last)
+    torch.library.opcheck(ops.max_pool2d_backward.default,
+                          (grad_y, argmax, list(x.shape), *geometry.op_arguments()))
+
+
+def test_torch_compile_fullgraph() -> None:
+    require_native_cpu()
+    torch._dynamo.reset()
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3)
+            self.pool = ak.nn.MaxPool2d(3, 2, backend="native")
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.pool(torch.relu(self.conv(x)))
+
+    torch.manual_seed(0)
+    model = Block()
+    compiled = torch.compile(model, fullgraph=True)
+    x = random_tensor((2, 3, 15, 15), torch.float32, seed=92)
+    y_eager = model(x)
+    y_eager.square().sum().backward()
+    eager_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    y_compiled = compiled(x)
+    y_compiled.square().sum().backward()
+    torch.testing.assert_close(y_compiled, y_eager)
+    for p, expected in zip(model.parameters(), eager_grads, strict=True):
+        torch.testing.assert_close(p.grad, expected)
+
+
+# ---- API: module, errors -------------------------------------------------------
+
+def test_module_is_drop_in() -> None:
+    ours = ak.nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
+    theirs = torch.nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
+    assert isinstance(ours, torch.nn.MaxPool2d)
+    assert repr(ours) == repr(theirs)
+    x = random_tensor((2, 16, 13, 13), torch.float32, seed=93)
+    assert torch.equal(ours(x), theirs(x))
+    with_indices = ak.nn.MaxPool2d(2, return_indices=True)
+    y, indices = with_indices(x)
+    y_ref, indices_ref = torch.nn.MaxPool2d(2, return_indices=True)(x)
+    assert torch.equal(y, y_ref) and torch.equal(indices, indices_ref)
+    assert "backend='torch'" in repr(ak.nn.MaxPool2d(3, backend="torch"))
+
+
+BAD_ARGUMENTS: list[tuple[Callable[[], object], type[Exception], str]] = [
+    (lambda: ak.max_pool2d(torch.randn(3, 4), 2), ValueError, "3-D .* or 4-D"),
+    (lambda: ak.max_pool2d(torch.randn(1, 1, 3, 4, 5), 2), ValueError, "3-D .* or 4-D"),
+    (lambda: ak.max_pool2d(torch.ones(1, 1, 4, 4, dtype=torch.int64), 2), TypeError,
+     "floating-point"),
+    (lambda: ak.max_pool2d(torch.randn(1, 1, 4, 4), 0), ValueError,
+     "kernel_size must be greater than zero"),
+    (lambda: ak.max_pool2d(torch.randn(1, 1, 4, 4), 2, stride=0), ValueError,
+     "stride must be greater than zero"),
+    (lambda: ak.max_pool2d(torch.randn(1, 1, 4, 4), 2, stride=-1), ValueError,
+     "stride must be greater than zero"),
+    (lambda: ak.max_pool2d(torch.randn(1, 1, 4, 4), 2, dilation=0), ValueError,
+     "dilation must be greater than zero"),
+    (lambda: ak.max_pool2d(torch.randn(1, 1, 4, 4), 3, padding=2), ValueError,
+     "padding must be at most half of kernel_size"),
+    (lambda: ak.max_pool2d(torch.randn(1, 1, 4, 4), 2, padding=-1), ValueError,
+     "padding must be non-negative"),
+    (lambda: ak.max_pool2d(torch.randn(1, 1, 4, 4), 5), ValueError, "too small for kernel_size"),
+    (lambda: ak.max_pool2d(torch.randn(1, 1, 4, 4), (2, 2, 2)), TypeError,
+     "kernel_size must be an int or a tuple of two ints"),
+    (lambda: ak.max_pool2d(torch.randn(1, 1, 4, 4), 2.5), TypeError,
+     "kernel_size must be an int"),
+    (lambda: ak.max_pool2d(torch.randn(1, 0, 4, 4), 2), ValueError,
+     "empty only along the batch"),
+    (lambda: ak.max_pool2d([1.0], 2), TypeError, "must be a torch.Tensor"),
+]
+
+
+@pytest.mark.parametrize("call,error,message", BAD_ARGUMENTS)
+def test_bad_arguments(call, error, message) -> None:
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_bad_arguments_reach_the_kernels_checks() -> None:
+    """Direct calls of the registered ops (bypassing Python checks) fail clearly too."""
+    require_native_cpu()
+    op = torch.ops.alexnet_kernels
+    x = torch.randn(1, 2, 6, 6)
+    ok = ([3, 3], [2, 2], [0, 0], [1, 1], False)
+    with pytest.raises(RuntimeError, match="must be 4-D"):
+        op.max_pool2d(torch.randn(2, 6, 6), *ok)
+    with pytest.raises(RuntimeError, match="stride must be greater than zero"):
+        op.max_pool2d(x, [3, 3], [0, 2], [0, 0], [1, 1], False)
+    with pytest.raises(RuntimeError, match="padding must be at most half"):
+        op.max_pool2d(x, [3, 3], [2, 2], [2, 0], [1, 1], False)
+    with pytest.raises(RuntimeError, match="too small for kernel_size"):
+        op.max_pool2d(x, [7, 7], [1, 1], [0, 0], [1, 1], False)
+    with pytest.raises(RuntimeError, match="must be float64, float32, float16 or bfloat16"):
+        op.max_pool2d(x.int(), *ok)
+    y, argmax = op.max_pool2d(x, *ok)
+    with pytest.raises(RuntimeError, match="grad_y must have the forward's output shape"):
+        op.max_pool2d_backward(torch.randn(1, 2, 3, 3), argmax, [1, 2, 6, 6], *ok)
+    with pytest.raises(RuntimeError, match="argmax must be Byte"):
+        op.max_pool2d_backward(y, argmax.int(), [1, 2, 6, 6], *ok)
+
+
+def test_cpu_capability_is_reported_and_settable() -> None:
+    require_native_cpu()
+    assert _extension.cpu_capability() in ("avx512", "avx2", "default")
+    assert ak.build_info()["cpu_capability"] == _extension.cpu_capability()
+    with cpu_capability("default"):
+        assert _extension.cpu_capability() == "default"
+    with pytest.raises(ValueError, match="must be 'default', 'avx2' or 'avx512'"):
+        _extension.set_cpu_capability("sse9")
