@@ -6,10 +6,10 @@
 namespace alexnet_kernels::cpu {
 
 // An uninitialised CPU tensor like at::empty, for outputs the kernels write in
-// full. Blocks of 2 MiB and more are 2 MiB-aligned and advised for transparent
-// huge pages, as PyTorch does only under THP_MEM_ALLOC_ENABLE=1: a fresh
-// activation-sized output is otherwise faulted in 4 KiB page by page, which
-// costs more than the kernels that fill it (about 12 ms for 37 MB here).
+// full. Blocks of 16 MiB and more are 2 MiB-aligned and advised for
+// transparent huge pages, as PyTorch does only under THP_MEM_ALLOC_ENABLE=1: a
+// fresh activation-sized output is otherwise faulted in 4 KiB page by page,
+// which costs more than the kernels that fill it (about 12 ms for 37 MB here).
 at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options,
                         at::MemoryFormat format);
 

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "cpu/allocation.h"
+#include "cpu/max_pool_rows.h"
 #include "cpu/vectorize.h"
 #include "max_pool.h"
 
@@ -39,20 +40,13 @@ namespace {
 using kernels::PoolWindow;
 
 
-// Rows are padded to whole chunks of 16 entries (one AVX-512 register of
-// floats), so the vector loops over them need no bounds checks. The loops
-// themselves run over the padded length in one flat loop: GCC 12 vectorised a
-// nest of fixed 16-iteration inner loops wrongly whenever 16 elements took
-// more than one register (double with AVX-512, float with AVX2).
-constexpr int kChunk = 16;
+// Argmax offsets as the row kernels handle them.
+using Index = int32_t;
 
-// Argmax offsets are widened to an integer as wide as the accumulation type:
-// vector masks then map lane to lane (with int32 offsets next to double
-// values, GCC 12's vectorised double kernels gave wrong gradients).
-template <typename Acc>
-using TapIndex = std::conditional_t<sizeof(Acc) == 8, int64_t, int32_t>;
-
-inline int64_t round_up_to_chunks(int64_t n) { return (n + kChunk - 1) / kChunk * kChunk; }
+// Rows are padded to whole chunks, so the row kernels need no bounds checks.
+inline int64_t round_up_to_chunks(int64_t n) {
+  return (n + cpu::kRowChunk - 1) / cpu::kRowChunk * cpu::kRowChunk;
+}
 
 // One input row, padded with -inf and split into stride_w phases of
 // `phase_len` elements: padded column p = iw + pad_w lives at [p % s][p / s].
@@ -155,68 +149,12 @@ AK_CPU_INLINE void merge_phases_into_row(const Acc* phases, int64_t phase_stride
 
 // First in-window tap column per output column (0 away from the left border),
 // padded to whole chunks.
-template <typename Index>
 std::vector<Index> first_columns(const PoolWindow& w) {
   std::vector<Index> first(round_up_to_chunks(w.out_w), 0);
   for (int64_t ow = 0; ow < w.out_w; ++ow) {
     first[ow] = kernels::first_tap_inside(ow, w.stride_w, w.pad_w, w.dilation_w);
   }
   return first;
-}
-
-template <typename T, typename A>
-AK_CPU_INLINE void max_pool_forward_nchw_planes(const T* x, T* y, A* argmax,
-                                                      const PoolWindow& w, int64_t plane_begin,
-                                                      int64_t plane_end) {
-  using Acc = at::opmath_type<T>;
-  const PhaseRows rows(w);
-  RowRing<Acc> ring(rows);
-  using Index = TapIndex<Acc>;
-  const std::vector<Index> first_col = first_columns<Index>(w);
-  const int64_t padded_out_w = round_up_to_chunks(w.out_w);
-  std::vector<Acc> best(padded_out_w);
-  std::vector<Index> best_tap(padded_out_w);
-  for (int64_t plane = plane_begin; plane < plane_end; ++plane) {
-    const T* x_plane = x + plane * w.in_h * w.in_w;
-    std::fill(ring.tag.begin(), ring.tag.end(), -1);
-    for (int64_t oh = 0; oh < w.out_h; ++oh) {
-      const int64_t top = oh * w.stride_h - w.pad_h;
-      const int kh_first = kernels::first_tap_inside(oh, w.stride_h, w.pad_h, w.dilation_h);
-      std::fill(best.begin(), best.end(), -std::numeric_limits<Acc>::infinity());
-      for (int64_t ow = 0; ow < padded_out_w; ++ow) {
-        best_tap[ow] = first_col[ow] + kh_first * w.kernel_w;
-      }
-      for (int kh = 0; kh < w.kernel_h; ++kh) {
-        const int64_t ih = top + static_cast<int64_t>(kh) * w.dilation_h;
-        if (ih < 0 || ih >= w.in_h) continue;
-        Acc* row = ring.slot(ih);
-        if (!ring.holds(ih)) {
-          split_row_into_phases(x_plane + ih * w.in_w, w, rows, row);
-          ring.mark(ih);
-        }
-        for (int kw = 0; kw < w.kernel_w; ++kw) {
-          const int64_t offset = static_cast<int64_t>(kw) * w.dilation_w;
-          const Acc* __restrict candidates =
-              row + (offset % w.stride_w) * rows.phase_len + offset / w.stride_w;
-          Acc* __restrict best_value = best.data();
-          Index* __restrict best_index = best_tap.data();
-          const Index tap = kh * w.kernel_w + kw;
-          for (int64_t ow = 0; ow < padded_out_w; ++ow) {
-            const Acc v = candidates[ow];
-            const bool take = (v > best_value[ow]) | (v != v);
-            best_value[ow] = take ? v : best_value[ow];
-            best_index[ow] = take ? tap : best_index[ow];
-          }
-        }
-      }
-      T* y_row = y + (plane * w.out_h + oh) * w.out_w;
-      A* a_row = argmax + (plane * w.out_h + oh) * w.out_w;
-      for (int64_t ow = 0; ow < w.out_w; ++ow) {
-        y_row[ow] = static_cast<T>(best[ow]);
-        a_row[ow] = static_cast<A>(best_tap[ow]);
-      }
-    }
-  }
 }
 
 // Where tap column kw reads in the phase layout: phase `phase`, entry j + shift
@@ -236,11 +174,60 @@ inline std::vector<TapColumn> tap_columns(const PoolWindow& w) {
 }
 
 template <typename T, typename A>
+AK_CPU_INLINE void max_pool_forward_nchw_planes(const T* x, T* y, A* argmax,
+                                                      const PoolWindow& w, int64_t plane_begin,
+                                                      int64_t plane_end) {
+  using Acc = at::opmath_type<T>;
+  const PhaseRows rows(w);
+  RowRing<Acc> ring(rows);
+  const std::vector<Index> first_col = first_columns(w);
+  const int64_t padded_out_w = round_up_to_chunks(w.out_w);
+  std::vector<Acc> best(padded_out_w);
+  std::vector<Index> best_tap(padded_out_w);
+  std::vector<Index> first_tap(padded_out_w);
+  const std::vector<TapColumn> columns = tap_columns(w);
+  std::vector<cpu::TapRow<Acc, Index>> taps(static_cast<size_t>(w.kernel_h) * w.kernel_w);
+  const cpu::RowMaxFn<Acc, Index> row_max = cpu::select_row_max<Acc, Index>();
+  for (int64_t plane = plane_begin; plane < plane_end; ++plane) {
+    const T* x_plane = x + plane * w.in_h * w.in_w;
+    std::fill(ring.tag.begin(), ring.tag.end(), -1);
+    for (int64_t oh = 0; oh < w.out_h; ++oh) {
+      const int64_t top = oh * w.stride_h - w.pad_h;
+      const int kh_first = kernels::first_tap_inside(oh, w.stride_h, w.pad_h, w.dilation_h);
+      for (int64_t ow = 0; ow < padded_out_w; ++ow) {
+        first_tap[ow] = first_col[ow] + kh_first * w.kernel_w;
+      }
+      int count = 0;
+      for (int kh = 0; kh < w.kernel_h; ++kh) {
+        const int64_t ih = top + static_cast<int64_t>(kh) * w.dilation_h;
+        if (ih < 0 || ih >= w.in_h) continue;
+        Acc* row = ring.slot(ih);
+        if (!ring.holds(ih)) {
+          split_row_into_phases(x_plane + ih * w.in_w, w, rows, row);
+          ring.mark(ih);
+        }
+        for (int kw = 0; kw < w.kernel_w; ++kw) {
+          const TapColumn column = columns[kw];
+          taps[count++] = {row + column.phase * rows.phase_len + column.shift,
+                           static_cast<Index>(kh * w.kernel_w + kw)};
+        }
+      }
+      row_max(taps.data(), count, padded_out_w, first_tap.data(), best.data(), best_tap.data());
+      T* y_row = y + (plane * w.out_h + oh) * w.out_w;
+      A* a_row = argmax + (plane * w.out_h + oh) * w.out_w;
+      for (int64_t ow = 0; ow < w.out_w; ++ow) {
+        y_row[ow] = static_cast<T>(best[ow]);
+        a_row[ow] = static_cast<A>(best_tap[ow]);
+      }
+    }
+  }
+}
+
+template <typename T, typename A>
 AK_CPU_INLINE void max_pool_backward_nchw_planes(const T* grad_y, const A* argmax, T* grad_x,
                                                        const PoolWindow& w, int64_t plane_begin,
                                                        int64_t plane_end) {
   using Acc = at::opmath_type<T>;
-  using Index = TapIndex<Acc>;
   const PhaseRows rows(w);
   const std::vector<TapColumn> columns = tap_columns(w);
   // The plane's grad_y and argmax, widened, each row with `front` leading and
@@ -252,6 +239,10 @@ AK_CPU_INLINE void max_pool_backward_nchw_planes(const T* grad_y, const A* argma
   std::vector<Acc> g_plane(w.out_h * padded_row, Acc(0));
   std::vector<Index> tap_plane(w.out_h * padded_row, Index(-1));
   std::vector<Acc> sums(w.stride_w * sum_stride);
+  // At most every window row times every tap column can reach one input row.
+  const int64_t max_rows = (static_cast<int64_t>(w.kernel_h - 1) * w.dilation_h) / w.stride_h + 1;
+  std::vector<cpu::GradientRow<Acc, Index>> gradients(max_rows * w.kernel_w);
+  const cpu::RowGatherFn<Acc, Index> row_gather = cpu::select_row_gather<Acc, Index>();
 
   for (int64_t plane = plane_begin; plane < plane_end; ++plane) {
     for (int64_t oh = 0; oh < w.out_h; ++oh) {
@@ -266,20 +257,19 @@ AK_CPU_INLINE void max_pool_backward_nchw_planes(const T* grad_y, const A* argma
     for (int64_t ih = 0; ih < w.in_h; ++ih) {
       const auto covering = kernels::covering_outputs(ih, w.out_h, w.kernel_h, w.stride_h,
                                                       w.pad_h, w.dilation_h);
-      std::fill(sums.begin(), sums.end(), Acc(0));
-      for (int64_t oh = covering.first; oh <= covering.last; ++oh) {
-        const int64_t dh = ih + w.pad_h - oh * w.stride_h;
-        if (dh % w.dilation_h != 0) continue;
-        for (int kw = 0; kw < w.kernel_w; ++kw) {
-          const Index tap = static_cast<Index>((dh / w.dilation_h) * w.kernel_w + kw);
-          const int64_t row_start = oh * padded_row + front - columns[kw].shift;
-          Acc* __restrict out = sums.data() + columns[kw].phase * sum_stride;
-          const Acc* __restrict g = g_plane.data() + row_start;
-          const Index* __restrict taps = tap_plane.data() + row_start;
-          for (int64_t j = 0; j < sum_stride; ++j) {
-            out[j] += taps[j] == tap ? g[j] : Acc(0);
+      for (int r = 0; r < w.stride_w; ++r) {
+        int count = 0;
+        for (int64_t oh = covering.first; oh <= covering.last; ++oh) {
+          const int64_t dh = ih + w.pad_h - oh * w.stride_h;
+          if (dh % w.dilation_h != 0) continue;
+          for (int kw = 0; kw < w.kernel_w; ++kw) {
+            if (columns[kw].phase != r) continue;
+            const int64_t start = oh * padded_row + front - columns[kw].shift;
+            gradients[count++] = {g_plane.data() + start, tap_plane.data() + start,
+                                  static_cast<Index>((dh / w.dilation_h) * w.kernel_w + kw)};
           }
         }
+        row_gather(gradients.data(), count, sum_stride, sums.data() + r * sum_stride);
       }
       merge_phases_into_row(sums.data(), sum_stride, w, rows, grad_x + (plane * w.in_h + ih) * w.in_w);
     }
@@ -292,7 +282,6 @@ AK_CPU_INLINE void max_pool_forward_nhwc_pixels(const T* x, T* y, A* argmax,
                                                       const PoolWindow& w, int64_t begin,
                                                       int64_t end) {
   using Acc = at::opmath_type<T>;
-  using Index = TapIndex<Acc>;
   const int64_t C = w.channels;
   std::vector<Acc> best(C);
   std::vector<Index> best_tap(C);
@@ -337,7 +326,6 @@ AK_CPU_INLINE void max_pool_backward_nhwc_pixels(const T* grad_y, const A* argma
                                                        T* grad_x, const PoolWindow& w,
                                                        int64_t begin, int64_t end) {
   using Acc = at::opmath_type<T>;
-  using Index = TapIndex<Acc>;
   const int64_t C = w.channels;
   std::vector<Acc> sum(C);
   for (int64_t pixel = begin; pixel < end; ++pixel) {

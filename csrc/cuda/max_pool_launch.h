@@ -9,6 +9,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 
+#include <string>
 #include <tuple>
 
 #include "kernel_types.h"
@@ -16,6 +17,14 @@
 #include "max_pool.h"
 
 namespace alexnet_kernels {
+
+inline void check_planes_fit_int32(const kernels::PoolWindow& w, bool channels_last) {
+  TORCH_CHECK(kernels::pool_planes_fit_int32(w, channels_last),
+              "max_pool2d (CUDA): one ", channels_last ? "image (H x W x C)" : "plane (H x W)",
+              " must have fewer than 2^31 elements, got input ", w.in_h, "x", w.in_w,
+              channels_last ? "x" + std::to_string(w.channels) : std::string(),
+              "; use backend='torch' for this case");
+}
 
 // `after_launch()` runs right after each kernel launch (the launch check on a GPU).
 template <typename AfterLaunch>
@@ -35,6 +44,7 @@ std::tuple<at::Tensor, at::Tensor> run_max_pool_forward(
     return {y, argmax};  // a zero-sized grid is not a valid launch
   }
   const bool channels_last = format == at::MemoryFormat::ChannelsLast;
+  check_planes_fit_int32(w, channels_last);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "max_pool2d_cuda",
                                   [&] {
     dispatch_argmax_type(argmax.scalar_type(), [&](auto index_tag) {
@@ -65,6 +75,7 @@ at::Tensor run_max_pool_backward(const at::Tensor& grad_y_in, const at::Tensor& 
     return grad_x;
   }
   const bool channels_last = format == at::MemoryFormat::ChannelsLast;
+  check_planes_fit_int32(w, channels_last);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_y.scalar_type(),
                                   "max_pool2d_backward_cuda", [&] {
     dispatch_argmax_type(argmax.scalar_type(), [&](auto index_tag) {

@@ -41,24 +41,30 @@ struct PoolWindow {
 // First tap k >= 0 whose input position o * stride - pad + k * dilation is not
 // negative. PyTorch starts its argmax there even when every tap is -inf, so
 // ties and all -inf windows resolve to the same element.
-AK_POOL_HOST_DEVICE inline int first_tap_inside(int64_t o, int stride, int pad, int dilation) {
-  const int64_t start = o * stride - pad;
+// (Index is int64_t on the CPU and int in the CUDA kernels, which keep their
+// per-element arithmetic in 32 bits.)
+template <typename Index>
+AK_POOL_HOST_DEVICE inline int first_tap_inside(Index o, int stride, int pad, int dilation) {
+  const Index start = o * stride - pad;
   return start >= 0 ? 0 : static_cast<int>((-start + dilation - 1) / dilation);
 }
 
 // Outputs [first, last] along one axis whose windows contain input position i
 // (empty when first > last); the tap of output o is (i + pad - o * stride) / dilation
 // when that division is exact.
+template <typename Index>
 struct CoveringOutputs {
-  int64_t first;
-  int64_t last;
+  Index first;
+  Index last;
 };
 
-AK_POOL_HOST_DEVICE inline CoveringOutputs covering_outputs(int64_t i, int64_t out_size, int kernel,
-                                                           int stride, int pad, int dilation) {
-  const int64_t lowest = i + pad - static_cast<int64_t>(kernel - 1) * dilation;
-  const int64_t first = lowest <= 0 ? 0 : (lowest + stride - 1) / stride;
-  const int64_t highest = (i + pad) / stride;  // i + pad >= 0 always
+template <typename Index>
+AK_POOL_HOST_DEVICE inline CoveringOutputs<Index> covering_outputs(Index i, Index out_size,
+                                                                  int kernel, int stride, int pad,
+                                                                  int dilation) {
+  const Index lowest = i + pad - static_cast<Index>(kernel - 1) * dilation;
+  const Index first = lowest <= 0 ? 0 : (lowest + stride - 1) / stride;
+  const Index highest = (i + pad) / stride;  // i + pad >= 0 always
   return {first, highest < out_size - 1 ? highest : out_size - 1};
 }
 
