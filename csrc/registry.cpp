@@ -14,6 +14,11 @@ TORCH_LIBRARY(alexnet_kernels, m) {
   m.def(
       "lrn_backward(Tensor grad_y, Tensor x, Tensor y, int size, float alpha, "
       "float beta, float k) -> Tensor");
+  // Dropout with 0 < p < 1: y = x * mask / (1 - p), the mask drawn from
+  // Philox4x32-10 keyed by seed_offset = (seed, offset), an int64 CPU tensor
+  // (convention in csrc/kernels/philox.cuh). The mask is never stored: the
+  // backward is this op applied to grad_y with the same seed_offset.
+  m.def("dropout(Tensor x, Tensor seed_offset, float p) -> Tensor");
 }
 
 // `import alexnet_kernels._C` loads the library (running the registrations
