@@ -3,17 +3,21 @@
 // emulator and registered for CPU tensors under the namespace
 // alexnet_kernels_emu, so pytest compares them with PyTorch like any backend.
 //
-// Two further ops serve the checks of the test suite itself:
+// Further ops serve the checks of the test suite itself:
 //   launched_kernels()           base names of every kernel launched so far
 //                                (the kernel coverage check in tests/conftest.py);
 //   selftest_broken_lrn(x, bug)  runs a deliberately broken LRN kernel
 //                                (selftest/broken_lrn.cuh), to show that the
-//                                sanitizer jobs catch bugs in this path.
+//                                sanitizer jobs catch bugs in this path;
+//   philox4x32_10(counter, key)  the four output words of the kernels' Philox
+//                                header (csrc/kernels/philox.cuh), for its
+//                                known-answer tests.
 #include <torch/library.h>
 
 #include <string>
 #include <vector>
 
+#include "cuda/dropout_launch.h"
 #include "cuda/lrn_launch.h"
 #include "selftest/broken_lrn.cuh"
 
@@ -33,6 +37,23 @@ at::Tensor lrn_backward_emulated(const at::Tensor& grad_y, const at::Tensor& x,
                                  double k) {
   return run_lrn_backward(grad_y, x, y, size, alpha, beta, k, /*stream=*/nullptr,
                           kNoLaunchCheck);
+}
+
+at::Tensor dropout_emulated(const at::Tensor& x, const at::Tensor& seed_offset, double p) {
+  return run_dropout(x, seed_offset, p, /*stream=*/nullptr, kNoLaunchCheck);
+}
+
+std::vector<int64_t> philox4x32_10(at::IntArrayRef counter, at::IntArrayRef key) {
+  TORCH_CHECK(counter.size() == 4 && key.size() == 2,
+              "philox4x32_10: counter must have 4 words and key 2, got ", counter.size(), " and ",
+              key.size());
+  uint32_t c[4];
+  for (int i = 0; i < 4; ++i) {
+    c[i] = static_cast<uint32_t>(counter[i]);
+  }
+  philox::philox4x32_10(c[0], c[1], c[2], c[3], static_cast<uint32_t>(key[0]),
+                        static_cast<uint32_t>(key[1]));
+  return {c[0], c[1], c[2], c[3]};
 }
 
 std::vector<std::string> launched_kernels() { return ak_emu::launched_kernels(); }
@@ -65,6 +86,8 @@ TORCH_LIBRARY(alexnet_kernels_emu, m) {
   m.def(
       "lrn_backward(Tensor grad_y, Tensor x, Tensor y, int size, float alpha, float beta, "
       "float k) -> Tensor");
+  m.def("dropout(Tensor x, Tensor seed_offset, float p) -> Tensor");
+  m.def("philox4x32_10(int[] counter, int[] key) -> int[]", &philox4x32_10);
   m.def("launched_kernels() -> str[]", &launched_kernels);
   m.def("selftest_broken_lrn(Tensor x, str bug) -> Tensor");
 }
@@ -72,6 +95,7 @@ TORCH_LIBRARY(alexnet_kernels_emu, m) {
 TORCH_LIBRARY_IMPL(alexnet_kernels_emu, CPU, m) {
   m.impl("lrn", &lrn_emulated);
   m.impl("lrn_backward", &lrn_backward_emulated);
+  m.impl("dropout", &dropout_emulated);
   m.impl("selftest_broken_lrn", &selftest_broken_lrn);
 }
 
