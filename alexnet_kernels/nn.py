@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from alexnet_kernels.ops.dropout import dropout
 from alexnet_kernels.ops.lrn import lrn
 
 
@@ -21,6 +22,26 @@ class LocalResponseNorm(torch.nn.LocalResponseNorm):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return lrn(input, self.size, self.alpha, self.beta, self.k, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        base = super().extra_repr()
+        return base if self.backend == "auto" else f"{base}, backend={self.backend!r}"
+
+
+class Dropout(torch.nn.Dropout):
+    """``torch.nn.Dropout`` (same constructor, attributes and repr) on our kernels.
+
+    Active in training mode only; the mask comes from the default generator of
+    the input's device (see ``alexnet_kernels.ops.dropout``). ``backend`` is
+    keyword-only and chooses the implementation.
+    """
+
+    def __init__(self, p: float = 0.5, inplace: bool = False, *, backend: str = "auto") -> None:
+        super().__init__(p, inplace)
+        self.backend = backend
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return dropout(input, self.p, self.training, self.inplace, backend=self.backend)
 
     def extra_repr(self) -> str:
         base = super().extra_repr()

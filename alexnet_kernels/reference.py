@@ -14,3 +14,13 @@ def lrn(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75,
         k: float = 1.0) -> torch.Tensor:
     """``torch.nn.functional.local_response_norm``: x (N, C, *) -> same shape."""
     return F.local_response_norm(x, size, alpha=alpha, beta=beta, k=k)
+
+
+def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False, *,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """``torch.nn.functional.dropout``; with a generator, the same computation as
+    eager's CPU dropout (``bernoulli_(1 - p)``, ``div_(1 - p)``, multiply) drawn from it."""
+    if generator is None or not training or p == 0.0 or p == 1.0 or x.numel() == 0:
+        return F.dropout(x, p, training, inplace)
+    noise = torch.empty_like(x).bernoulli_(1.0 - p, generator=generator).div_(1.0 - p)
+    return x.mul_(noise) if inplace else x * noise
