@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <utility>
 
+#include "cpu/huge_pages.h"
 #include "dropout.h"
 #include "kernels/philox.cuh"
 
@@ -239,6 +240,7 @@ at::Tensor dropout_cpu(const at::Tensor& x_in, const at::Tensor& seed_offset, do
   if (numel == 0) {
     return y;
   }
+  advise_huge_pages(y.data_ptr(), y.nbytes());
   const DropoutKey key = read_dropout_key(seed_offset);
   const uint32_t threshold = dropout_threshold(p);
   const int64_t groups = (numel + 3) / 4;
