@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import torch
 
+from alexnet_kernels.ops.dropout import dropout
 from alexnet_kernels.ops.lrn import lrn
 from alexnet_kernels.ops.max_pool import max_pool2d
 
 
-class LocalResponseNorm(torch.nn.LocalResponseNorm):
+class _ShowsBackend:
+    """Adds ``backend=...`` to the module's repr when it is not the default."""
+
+    backend: str
+
+    def extra_repr(self) -> str:
+        base = super().extra_repr()
+        return base if self.backend == "auto" else f"{base}, backend={self.backend!r}"
+
+
+class LocalResponseNorm(_ShowsBackend, torch.nn.LocalResponseNorm):
     """``torch.nn.LocalResponseNorm`` (same constructor, attributes and repr) on our kernels.
 
     Input (N, C, *), output of the same shape. ``backend`` is keyword-only and
@@ -23,12 +34,9 @@ class LocalResponseNorm(torch.nn.LocalResponseNorm):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return lrn(input, self.size, self.alpha, self.beta, self.k, backend=self.backend)
 
-    def extra_repr(self) -> str:
-        base = super().extra_repr()
-        return base if self.backend == "auto" else f"{base}, backend={self.backend!r}"
 
 
-class MaxPool2d(torch.nn.MaxPool2d):
+class MaxPool2d(_ShowsBackend, torch.nn.MaxPool2d):
     """``torch.nn.MaxPool2d`` (same constructor, attributes and repr) on our kernels.
 
     Input (N, C, H, W) or (C, H, W). ``backend`` is keyword-only and chooses the
@@ -47,6 +55,18 @@ class MaxPool2d(torch.nn.MaxPool2d):
                           ceil_mode=self.ceil_mode, return_indices=self.return_indices,
                           backend=self.backend)
 
-    def extra_repr(self) -> str:
-        base = super().extra_repr()
-        return base if self.backend == "auto" else f"{base}, backend={self.backend!r}"
+
+class Dropout(_ShowsBackend, torch.nn.Dropout):
+    """``torch.nn.Dropout`` (same constructor, attributes and repr) on our kernels.
+
+    Active in training mode only; the mask comes from the default generator of
+    the input's device (see ``alexnet_kernels.ops.dropout``). ``backend`` is
+    keyword-only and chooses the implementation.
+    """
+
+    def __init__(self, p: float = 0.5, inplace: bool = False, *, backend: str = "auto") -> None:
+        super().__init__(p, inplace)
+        self.backend = backend
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return dropout(input, self.p, self.training, self.inplace, backend=self.backend)

@@ -21,3 +21,11 @@ def max_pool2d(x: torch.Tensor, kernel_size, stride=None, padding=0, dilation=1,
     """``torch.nn.functional.max_pool2d``: x (N, C, H, W) or (C, H, W) -> pooled."""
     return F.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode=ceil_mode,
                         return_indices=return_indices)
+def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False, *,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """``torch.nn.functional.dropout``; with a generator, the same computation as
+    eager's CPU dropout (``bernoulli_(1 - p)``, ``div_(1 - p)``, multiply) drawn from it."""
+    if generator is None or not training or p == 0.0 or p == 1.0 or x.numel() == 0:
+        return F.dropout(x, p, training, inplace)
+    noise = torch.empty_like(x).bernoulli_(1.0 - p, generator=generator).div_(1.0 - p)
+    return x.mul_(noise) if inplace else x * noise

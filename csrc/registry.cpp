@@ -30,6 +30,12 @@ TORCH_LIBRARY(alexnet_kernels, m) {
   m.def(
       "max_pool2d_backward(Tensor grad_y, Tensor argmax, SymInt[4] input_size, int[2] kernel_size, "
       "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");
+
+  // Dropout with 0 < p < 1: y = x * mask / (1 - p), the mask drawn from
+  // Philox4x32-10 keyed by seed_offset = (seed, offset), an int64 CPU tensor
+  // (convention in csrc/kernels/philox.cuh). The mask is never stored: the
+  // backward is this op applied to grad_y with the same seed_offset.
+  m.def("dropout(Tensor x, Tensor seed_offset, float p) -> Tensor");
 }
 
 namespace {

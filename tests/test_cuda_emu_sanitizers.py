@@ -1,9 +1,10 @@
 """Sanitizer jobs over the real CUDA kernels, run on the CPU by the emulator.
 
 For ThreadSanitizer and for AddressSanitizer + UBSan, a subprocess runs the
-small emulated-CUDA cases of tests/test_lrn.py against a build of the emulated
-ops (tests/emulated.py) instrumented with that sanitizer, with the sanitizer's
-runtime preloaded into the (uninstrumented) Python. The job passes when pytest
+small emulated-CUDA cases of the op tests (test_lrn.py, test_max_pool.py,
+test_dropout.py) against a build of the emulated ops (tests/emulated.py)
+instrumented with that sanitizer, with the sanitizer's runtime preloaded into
+the (uninstrumented) Python. The job passes when pytest
 passes and no sanitizer printed a report.
 
 A second pair of tests runs deliberately broken copies of the LRN forward
@@ -47,12 +48,11 @@ from emulated import REPO, build_module
 
 build = build_module()
 
-# Every emulated-CUDA case of test_lrn.py except the AlexNet-sized ones
-# (all dtypes, odd shapes, channels_last, non-contiguous, empty, gradcheck):
-# under a second per test in either sanitizer.
-SMALL_EMULATED_CASES = (
-    "emulated_cuda and (odd_shapes or channels_last or non_contiguous or empty or gradcheck)"
-)
+# The test files of the ops, and every emulated-CUDA case in them except the
+# AlexNet-sized ones (all dtypes, odd shapes, channels_last, non-contiguous,
+# empty, gradcheck, special values): each under a second in either sanitizer.
+OP_TEST_FILES = ("tests/test_lrn.py", "tests/test_max_pool.py", "tests/test_dropout.py")
+SMALL_EMULATED_CASES = "emulated_cuda and not alexnet"
 # Text any sanitizer prints when it reports something.
 SANITIZER_MARKERS = (
     "ThreadSanitizer",
@@ -124,7 +124,7 @@ def sanitizer_reports(output: str) -> list[str]:
 @pytest.mark.parametrize("sanitizer", ["tsan", "asan"])
 def test_real_kernels_under_sanitizer(sanitizer: str) -> None:
     run = run_sanitized(sanitizer, [
-        "-m", "pytest", "tests/test_lrn.py", "-q", "--capture=sys", "-p", "no:cacheprovider",
+        "-m", "pytest", *OP_TEST_FILES, "-q", "--capture=sys", "-p", "no:cacheprovider",
         "-k", SMALL_EMULATED_CASES,
     ])
     counts = summary_counts(run.output)

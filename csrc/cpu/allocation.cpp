@@ -64,4 +64,14 @@ at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options,
                                    c10::typeMetaToScalarType(options.dtype()), format);
 }
 
+at::Tensor empty_output_like(const at::Tensor& x) {
+  TORCH_INTERNAL_ASSERT(x.device().is_cpu());
+  if (x.is_non_overlapping_and_dense()) {
+    return at::detail::empty_strided_generic(x.sizes(), x.strides(), &huge_page_allocator(),
+                                             c10::DispatchKeySet(c10::DispatchKey::CPU),
+                                             x.scalar_type());
+  }
+  return empty_output(x.sizes(), x.options(), x.suggest_memory_format());
+}
+
 }  // namespace alexnet_kernels::cpu

@@ -13,4 +13,8 @@ namespace alexnet_kernels::cpu {
 at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options,
                         at::MemoryFormat format);
 
+// Like at::empty_like(x) (memory format preserved): x's strides when x is
+// non-overlapping and dense, else its suggested memory format.
+at::Tensor empty_output_like(const at::Tensor& x);
+
 }  // namespace alexnet_kernels::cpu

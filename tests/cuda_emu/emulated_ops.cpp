@@ -3,18 +3,22 @@
 // emulator and registered for CPU tensors under the namespace
 // alexnet_kernels_emu, so pytest compares them with PyTorch like any backend.
 //
-// Two further ops serve the checks of the test suite itself:
+// Further ops serve the checks of the test suite itself:
 //   launched_kernels()           base names of every kernel launched so far
 //                                (the kernel coverage check in tests/conftest.py);
 //   selftest_broken_lrn(x, bug)  runs a deliberately broken LRN kernel
 //                                (selftest/broken_lrn.cuh), to show that the
-//                                sanitizer jobs catch bugs in this path.
+//                                sanitizer jobs catch bugs in this path;
+//   philox4x32_10(counter, key)  the four output words of the kernels' Philox
+//                                header (csrc/kernels/philox.cuh), for its
+//                                known-answer tests.
 #include <torch/library.h>
 
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include "cuda/dropout_launch.h"
 #include "cuda/lrn_launch.h"
 #include "cuda/max_pool_launch.h"
 #include "selftest/broken_lrn.cuh"
@@ -54,6 +58,23 @@ at::Tensor max_pool2d_backward_emulated(const at::Tensor& grad_y, const at::Tens
                                ceil_mode, /*stream=*/nullptr, kNoLaunchCheck);
 }
 
+at::Tensor dropout_emulated(const at::Tensor& x, const at::Tensor& seed_offset, double p) {
+  return run_dropout(x, seed_offset, p, /*stream=*/nullptr, kNoLaunchCheck);
+}
+
+std::vector<int64_t> philox4x32_10(at::IntArrayRef counter, at::IntArrayRef key) {
+  TORCH_CHECK(counter.size() == 4 && key.size() == 2,
+              "philox4x32_10: counter must have 4 words and key 2, got ", counter.size(), " and ",
+              key.size());
+  uint32_t c[4];
+  for (int i = 0; i < 4; ++i) {
+    c[i] = static_cast<uint32_t>(counter[i]);
+  }
+  philox::philox4x32_10(c[0], c[1], c[2], c[3], static_cast<uint32_t>(key[0]),
+                        static_cast<uint32_t>(key[1]));
+  return {c[0], c[1], c[2], c[3]};
+}
+
 std::vector<std::string> launched_kernels() { return ak_emu::launched_kernels(); }
 
 // LRN forward (size 5, alpha 0.5, beta 0.75, k 1) of a contiguous float32
@@ -90,6 +111,8 @@ TORCH_LIBRARY(alexnet_kernels_emu, m) {
   m.def(
       "max_pool2d_backward(Tensor grad_y, Tensor argmax, int[4] input_size, int[2] kernel_size, "
       "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");
+  m.def("dropout(Tensor x, Tensor seed_offset, float p) -> Tensor");
+  m.def("philox4x32_10(int[] counter, int[] key) -> int[]", &philox4x32_10);
   m.def("launched_kernels() -> str[]", &launched_kernels);
   m.def("selftest_broken_lrn(Tensor x, str bug) -> Tensor");
 }
@@ -99,6 +122,7 @@ TORCH_LIBRARY_IMPL(alexnet_kernels_emu, CPU, m) {
   m.impl("lrn_backward", &lrn_backward_emulated);
   m.impl("max_pool2d", &max_pool2d_emulated);
   m.impl("max_pool2d_backward", &max_pool2d_backward_emulated);
+  m.impl("dropout", &dropout_emulated);
   m.impl("selftest_broken_lrn", &selftest_broken_lrn);
 }
 
