@@ -1,6 +1,9 @@
 """Shared settings of the benchmark suite (`pytest benchmarks/ --benchmark-only`).
 
-Environment: AK_BENCH_BATCH (default 32), AK_BENCH_ROUNDS (default 5).
+Environment: AK_BENCH_BATCH (default 32), AK_BENCH_ROUNDS (default 15),
+AK_BENCH_WARMUP (default 5 warm-up rounds: besides torch.compile's compilation,
+the first large allocations of a process can cost several times the steady
+state on virtual machines, whose memory is backed by the host on first touch).
 """
 
 from __future__ import annotations
@@ -11,7 +14,14 @@ import platform
 import torch
 
 BATCH = int(os.environ.get("AK_BENCH_BATCH", "32"))
-ROUNDS = int(os.environ.get("AK_BENCH_ROUNDS", "5"))
+ROUNDS = int(os.environ.get("AK_BENCH_ROUNDS", "15"))
+WARMUP = int(os.environ.get("AK_BENCH_WARMUP", "5"))
+
+
+def _cpu_capability() -> str:
+    from alexnet_kernels import _extension
+
+    return _extension.cpu_capability() if _extension.is_loaded() else "none"
 
 
 def machine_info() -> dict[str, object]:
@@ -22,6 +32,7 @@ def machine_info() -> dict[str, object]:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", "0"),
+        "cpu_capability": _cpu_capability(),
     }
 
 
@@ -29,7 +40,7 @@ def run(benchmark, fn, group: str, **info) -> None:
     """Time fn with warm-up rounds (which include torch.compile's compilation)."""
     benchmark.group = group
     benchmark.extra_info.update(machine_info(), **info)
-    benchmark.pedantic(fn, rounds=ROUNDS, iterations=1, warmup_rounds=2)
+    benchmark.pedantic(fn, rounds=ROUNDS, iterations=1, warmup_rounds=WARMUP)
 
 
 def time_forward(benchmark, fn, input_shape: tuple[int, ...], group: str, **info) -> None:

@@ -188,14 +188,18 @@ AK_CPU_INLINE void max_pool_forward_nchw_planes(const T* x, T* y, A* argmax,
   const std::vector<TapColumn> columns = tap_columns(w);
   std::vector<cpu::TapRow<Acc, Index>> taps(static_cast<size_t>(w.kernel_h) * w.kernel_w);
   const cpu::RowMaxFn<Acc, Index> row_max = cpu::select_row_max<Acc, Index>();
+  int first_tap_row = -1;  // the kh_first that first_tap holds
   for (int64_t plane = plane_begin; plane < plane_end; ++plane) {
     const T* x_plane = x + plane * w.in_h * w.in_w;
     std::fill(ring.tag.begin(), ring.tag.end(), -1);
     for (int64_t oh = 0; oh < w.out_h; ++oh) {
       const int64_t top = oh * w.stride_h - w.pad_h;
       const int kh_first = kernels::first_tap_inside(oh, w.stride_h, w.pad_h, w.dilation_h);
-      for (int64_t ow = 0; ow < padded_out_w; ++ow) {
-        first_tap[ow] = first_col[ow] + kh_first * w.kernel_w;
+      if (kh_first != first_tap_row) {  // only rows at the top border differ
+        for (int64_t ow = 0; ow < padded_out_w; ++ow) {
+          first_tap[ow] = first_col[ow] + kh_first * w.kernel_w;
+        }
+        first_tap_row = kh_first;
       }
       int count = 0;
       for (int kh = 0; kh < w.kernel_h; ++kh) {
@@ -215,8 +219,11 @@ AK_CPU_INLINE void max_pool_forward_nchw_planes(const T* x, T* y, A* argmax,
       row_max(taps.data(), count, padded_out_w, first_tap.data(), best.data(), best_tap.data());
       T* y_row = y + (plane * w.out_h + oh) * w.out_w;
       A* a_row = argmax + (plane * w.out_h + oh) * w.out_w;
+      // Two loops, so each vectorises (a single loop storing two types did not).
       for (int64_t ow = 0; ow < w.out_w; ++ow) {
         y_row[ow] = static_cast<T>(best[ow]);
+      }
+      for (int64_t ow = 0; ow < w.out_w; ++ow) {
         a_row[ow] = static_cast<A>(best_tap[ow]);
       }
     }
@@ -239,9 +246,38 @@ AK_CPU_INLINE void max_pool_backward_nchw_planes(const T* grad_y, const A* argma
   std::vector<Acc> g_plane(w.out_h * padded_row, Acc(0));
   std::vector<Index> tap_plane(w.out_h * padded_row, Index(-1));
   std::vector<Acc> sums(w.stride_w * sum_stride);
-  // At most every window row times every tap column can reach one input row.
-  const int64_t max_rows = (static_cast<int64_t>(w.kernel_h - 1) * w.dilation_h) / w.stride_h + 1;
-  std::vector<cpu::GradientRow<Acc, Index>> gradients(max_rows * w.kernel_w);
+  // Phase entries past the input row's last column need no sum.
+  int64_t used = 0;
+  for (int r = 0; r < w.stride_w; ++r) {
+    used = std::max(used, inside_phase_entries(w, rows, r).hi);
+  }
+  const int64_t gather_length = round_up_to_chunks(used);
+
+  // Which (output row, tap column) pairs feed each (input row, phase): the same
+  // for every plane, so computed once; only the plane's buffers differ.
+  struct Source {
+    int64_t start;  // into g_plane / tap_plane
+    Index tap;
+  };
+  std::vector<Source> sources;
+  std::vector<int64_t> first_source(w.in_h * w.stride_w + 1, 0);
+  for (int64_t ih = 0; ih < w.in_h; ++ih) {
+    const auto covering = kernels::covering_outputs(ih, w.out_h, w.kernel_h, w.stride_h,
+                                                    w.pad_h, w.dilation_h);
+    for (int r = 0; r < w.stride_w; ++r) {
+      for (int64_t oh = covering.first; oh <= covering.last; ++oh) {
+        const int64_t dh = ih + w.pad_h - oh * w.stride_h;
+        if (dh % w.dilation_h != 0) continue;
+        for (int kw = 0; kw < w.kernel_w; ++kw) {
+          if (columns[kw].phase != r) continue;
+          sources.push_back({oh * padded_row + front - columns[kw].shift,
+                             static_cast<Index>((dh / w.dilation_h) * w.kernel_w + kw)});
+        }
+      }
+      first_source[ih * w.stride_w + r + 1] = static_cast<int64_t>(sources.size());
+    }
+  }
+  std::vector<cpu::GradientRow<Acc, Index>> gradients(sources.size());
   const cpu::RowGatherFn<Acc, Index> row_gather = cpu::select_row_gather<Acc, Index>();
 
   for (int64_t plane = plane_begin; plane < plane_end; ++plane) {
@@ -251,27 +287,26 @@ AK_CPU_INLINE void max_pool_backward_nchw_planes(const T* grad_y, const A* argma
       Index* tap_row = tap_plane.data() + oh * padded_row + front;
       for (int64_t ow = 0; ow < w.out_w; ++ow) {
         g_row[ow] = static_cast<Acc>(grad_y[out_offset + ow]);
+      }
+      for (int64_t ow = 0; ow < w.out_w; ++ow) {
         tap_row[ow] = static_cast<Index>(argmax[out_offset + ow]);
       }
     }
-    for (int64_t ih = 0; ih < w.in_h; ++ih) {
-      const auto covering = kernels::covering_outputs(ih, w.out_h, w.kernel_h, w.stride_h,
-                                                      w.pad_h, w.dilation_h);
-      for (int r = 0; r < w.stride_w; ++r) {
-        int count = 0;
-        for (int64_t oh = covering.first; oh <= covering.last; ++oh) {
-          const int64_t dh = ih + w.pad_h - oh * w.stride_h;
-          if (dh % w.dilation_h != 0) continue;
-          for (int kw = 0; kw < w.kernel_w; ++kw) {
-            if (columns[kw].phase != r) continue;
-            const int64_t start = oh * padded_row + front - columns[kw].shift;
-            gradients[count++] = {g_plane.data() + start, tap_plane.data() + start,
-                                  static_cast<Index>((dh / w.dilation_h) * w.kernel_w + kw)};
-          }
-        }
-        row_gather(gradients.data(), count, sum_stride, sums.data() + r * sum_stride);
+    for (int64_t k = 0; k < w.in_h * w.stride_w; ++k) {
+      const int64_t begin = first_source[k];
+      const int count = static_cast<int>(first_source[k + 1] - begin);
+      for (int i = 0; i < count; ++i) {
+        const Source& source = sources[begin + i];
+        gradients[i] = {g_plane.data() + source.start, tap_plane.data() + source.start,
+                        source.tap};
       }
-      merge_phases_into_row(sums.data(), sum_stride, w, rows, grad_x + (plane * w.in_h + ih) * w.in_w);
+      const int64_t r = k % w.stride_w;
+      row_gather(gradients.data(), count, gather_length, sums.data() + r * sum_stride);
+      if (r == w.stride_w - 1) {
+        const int64_t ih = k / w.stride_w;
+        merge_phases_into_row(sums.data(), sum_stride, w, rows,
+                              grad_x + (plane * w.in_h + ih) * w.in_w);
+      }
     }
   }
 }
