@@ -70,6 +70,10 @@ def resolve(backend: str, device: torch.device, op: str, implemented: Iterable[s
             f"{op}: backend={requested!r} is not implemented yet; available: "
             f"{sorted(implemented)} (or 'auto')"
         )
+    if requested == "triton":
+        from alexnet_kernels import triton as triton_kernels
+
+        triton_kernels.check_usable(op, device)
     if requested == "native":
         _extension.assert_loaded()
         if device.type not in _extension.native_device_types():

@@ -24,6 +24,11 @@ TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
 }
 
 FLOAT_DTYPES = list(TOLERANCES)
+# The dtypes the Triton kernels support (no float64: GPUs have little of it).
+TRITON_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+# Where the Triton tests run: the GPU, else CPU tensors in Triton's interpreter
+# (tests/triton/conftest.py sets TRITON_INTERPRET=1 then).
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def assert_close_to_reference(actual: torch.Tensor, expected64: torch.Tensor) -> None:
