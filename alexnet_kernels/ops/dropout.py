@@ -47,7 +47,7 @@ import torch
 from alexnet_kernels import _extension, backends, reference
 
 _OP = "alexnet_kernels::dropout"
-_IMPLEMENTED = ("native", "torch")
+_IMPLEMENTED = ("native", "triton", "torch")
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 # Generator offset a call reserves: one Philox call (4 outputs) per group.
@@ -116,7 +116,13 @@ def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True, inplace: boo
         return x
     if p == 1.0:  # like F.dropout: x * 0 (NaN stays NaN)
         return x.mul_(0.0) if inplace else x * 0.0
-    y = torch.ops.alexnet_kernels.dropout(x, _seed_offset(x, generator), float(p))
+    seed_offset = _seed_offset(x, generator)
+    if chosen == "triton":
+        from alexnet_kernels.triton import dropout as triton_dropout
+
+        y = triton_dropout.dropout(x, seed_offset, float(p))
+    else:
+        y = torch.ops.alexnet_kernels.dropout(x, seed_offset, float(p))
     return x.copy_(y) if inplace else y
 
 
@@ -124,24 +130,30 @@ def _dropout_fake(x: torch.Tensor, seed_offset: torch.Tensor, p: float) -> torch
     return torch.empty_like(x)
 
 
-def _setup_context(ctx, inputs, output) -> None:
+def setup_context(ctx, inputs, output) -> None:
+    """Autograd context of a dropout op (x, seed_offset, p) -> y: only seed_offset is kept."""
     _, seed_offset, p = inputs
     ctx.save_for_backward(seed_offset)
     ctx.p = p
     ctx.y_strides = output.stride()
 
 
-def _backward(ctx, grad_y: torch.Tensor):
-    (seed_offset,) = ctx.saved_tensors
-    # The mask follows memory order, so grad_y must be laid out like y was.
-    if grad_y.stride() != ctx.y_strides:
-        grad_y = torch.empty_strided(grad_y.shape, ctx.y_strides, dtype=grad_y.dtype,
-                                     device=grad_y.device).copy_(grad_y)
-    grad_x = torch.ops.alexnet_kernels.dropout(grad_y, seed_offset, ctx.p)
-    return grad_x, None, None
+def backward_with(op):
+    """The backward of dropout op ``op``: the same op applied to grad_y, same seed_offset."""
+
+    def backward(ctx, grad_y: torch.Tensor):
+        (seed_offset,) = ctx.saved_tensors
+        # The mask follows memory order, so grad_y must be laid out like y was.
+        if grad_y.stride() != ctx.y_strides:
+            grad_y = torch.empty_strided(grad_y.shape, ctx.y_strides, dtype=grad_y.dtype,
+                                         device=grad_y.device).copy_(grad_y)
+        return op(grad_y, seed_offset, ctx.p), None, None
+
+    return backward
 
 
 if _extension.is_loaded():
     torch.library.register_fake(_OP)(_dropout_fake)
-    torch.library.register_autograd(_OP, _backward, setup_context=_setup_context)
+    torch.library.register_autograd(
+        _OP, backward_with(torch.ops.alexnet_kernels.dropout), setup_context=setup_context)
 

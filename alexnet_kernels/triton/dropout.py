@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from alexnet_kernels.ops.dropout import backward_with, setup_context
 from alexnet_kernels.triton import AotKernel, autotune_configs
 
 _CONFIGS = [
@@ -85,23 +86,7 @@ def dropout(x: torch.Tensor, seed_offset: torch.Tensor, p: float) -> torch.Tenso
     return y
 
 
-def _setup_context(ctx, inputs, output) -> None:
-    _, seed_offset, p = inputs
-    ctx.save_for_backward(seed_offset)
-    ctx.p = p
-    ctx.y_strides = output.stride()
-
-
-def _backward(ctx, grad_y: torch.Tensor):
-    (seed_offset,) = ctx.saved_tensors
-    # The mask follows memory order, so grad_y must be laid out like y was.
-    if grad_y.stride() != ctx.y_strides:
-        grad_y = torch.empty_strided(grad_y.shape, ctx.y_strides, dtype=grad_y.dtype,
-                                     device=grad_y.device).copy_(grad_y)
-    return dropout(grad_y, seed_offset, ctx.p), None, None
-
-
-dropout.register_autograd(_backward, setup_context=_setup_context)
+dropout.register_autograd(backward_with(dropout), setup_context=setup_context)
 
 
 def _aot_kernels() -> list[AotKernel]:
