@@ -98,3 +98,29 @@ def test_unusable_device_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
         pytest.skip("on a GPU machine CPU tensors are simply not supported")
     with pytest.raises(RuntimeError, match="backend='triton' runs on CUDA tensors"):
         ak.dropout(torch.randn(8), 0.5, backend="triton")
+
+
+def test_opcheck_schema_and_autograd_registration() -> None:
+    """What of opcheck runs here. Fake-tensor propagation (and so torch.compile) of
+    a triton_op calls the kernel on tensors without storage, which Triton's
+    interpreter cannot do: those checks need a GPU (they run in make test there)."""
+    x = random_tensor((3, 50), torch.float32, seed=8).to(TRITON_DEVICE).requires_grad_()
+    utils = ("test_schema", "test_autograd_registration")
+    if TRITON_DEVICE == "cuda":
+        utils += ("test_faketensor", "test_aot_dispatch_dynamic")
+    torch.library.opcheck(torch.ops.alexnet_kernels.dropout_triton.default,
+                          (x, seed_offset(3, 4), 0.3), test_utils=utils)
+
+
+def test_torch_compile_fullgraph_on_gpu() -> None:
+    if TRITON_DEVICE != "cuda":
+        pytest.skip("torch.compile of a triton_op needs a GPU (the interpreter cannot run "
+                    "kernels on fake tensors)")
+    module = ak.nn.Dropout(0.5, backend="triton").train()
+    compiled = torch.compile(module, fullgraph=True)
+    x = random_tensor((64, 256), torch.float32, seed=9).cuda().requires_grad_()
+    y = compiled(x)
+    y.sum().backward()
+    kept = y != 0
+    torch.testing.assert_close(y[kept], (x * 2)[kept])
+    torch.testing.assert_close(x.grad, kept.float() * 2)
