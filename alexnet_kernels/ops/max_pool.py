@@ -14,7 +14,7 @@ in window order wins ties, a NaN propagates (the last NaN of a window wins).
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -187,7 +187,8 @@ def _max_pool2d_backward_fake(grad_y: torch.Tensor, argmax: torch.Tensor, input_
                        memory_format=output_memory_format(argmax))
 
 
-def _setup_context(ctx, inputs, output) -> None:
+def setup_context(ctx, inputs, output) -> None:
+    """Autograd context of a (y, argmax) forward op: the argmax and the op's arguments."""
     x, *arguments = inputs
     _, argmax = output
     ctx.save_for_backward(argmax)
@@ -195,14 +196,23 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.arguments = arguments
 
 
-def _backward(ctx, grad_y: torch.Tensor, grad_argmax):
-    (argmax,) = ctx.saved_tensors
-    grad_x = torch.ops.alexnet_kernels.max_pool2d_backward(grad_y, argmax, ctx.input_size,
-                                                            *ctx.arguments)
-    return grad_x, None, None, None, None, None
+def backward_through(backward_op: Callable) -> Callable:
+    """The autograd backward of a (y, argmax) forward op whose gradient ``backward_op`` computes.
+
+    ``backward_op`` takes (grad_y, argmax, input_size, kernel_size, stride, padding,
+    dilation, ceil_mode), as ``alexnet_kernels::max_pool2d_backward`` does.
+    """
+    def backward(ctx, grad_y: torch.Tensor, grad_argmax):
+        (argmax,) = ctx.saved_tensors
+        grad_x = backward_op(grad_y, argmax, ctx.input_size, *ctx.arguments)
+        return grad_x, None, None, None, None, None
+
+    return backward
 
 
 if _extension.is_loaded():
     torch.library.register_fake(_OP)(_max_pool2d_fake)
     torch.library.register_fake(_BACKWARD_OP)(_max_pool2d_backward_fake)
-    torch.library.register_autograd(_OP, _backward, setup_context=_setup_context)
+    torch.library.register_autograd(
+        _OP, backward_through(torch.ops.alexnet_kernels.max_pool2d_backward),
+        setup_context=setup_context)
