@@ -23,7 +23,7 @@ from alexnet_kernels.ops.layout import output_memory_format
 
 _OP = "alexnet_kernels::max_pool2d"
 _BACKWARD_OP = "alexnet_kernels::max_pool2d_backward"
-_IMPLEMENTED = ("native", "torch")
+_IMPLEMENTED = ("native", "triton", "torch")
 # Windows of up to this many positions store their argmax in a uint8.
 _MAX_BYTE_ARGMAX_WINDOW = 256
 
@@ -162,7 +162,14 @@ def max_pool2d(x: torch.Tensor, kernel_size: IntPair, stride: IntPair | None = N
     if chosen == "torch":
         return reference.max_pool2d(x, geometry.kernel, geometry.stride, geometry.padding,
                                     geometry.dilation, geometry.ceil_mode, return_indices)
-    y, argmax = torch.ops.alexnet_kernels.max_pool2d(x4, *geometry.op_arguments())
+    if chosen == "triton":
+        # Imported here: importing the package must not import triton.
+        from alexnet_kernels.triton import max_pool as triton_max_pool
+
+        forward = triton_max_pool.max_pool2d
+    else:
+        forward = torch.ops.alexnet_kernels.max_pool2d
+    y, argmax = forward(x4, *geometry.op_arguments())
     if unbatched:
         y = y.squeeze(0)
     if not return_indices:
