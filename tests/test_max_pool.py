@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from conftest import (
     FLOAT_DTYPES,
+    TRITON_DEVICE,
     assert_close_to_reference,
     cpu_capability,
     native_cpu_context,
@@ -61,14 +62,17 @@ def forward_backward(provider: str, x: torch.Tensor, grad_y: torch.Tensor | None
         grad_x = None if grad_y is None else ops.max_pool2d_backward(
             grad_y, argmax, list(x.shape), *geometry.op_arguments())
         return y, argmax_to_indices(argmax, geometry), grad_x
+    backend = "native"
     if provider == "native_cuda":
         require_native_cuda()
         device, context = "cuda", contextlib.nullcontext()
+    elif provider == "triton":  # tests/triton
+        device, context, backend = TRITON_DEVICE, contextlib.nullcontext(), "triton"
     else:
         device, context = "cpu", native_cpu_context(provider)
     with context:
         xd = x.detach().to(device).requires_grad_()
-        y, indices = ak.max_pool2d(xd, *window, return_indices=True, backend="native")
+        y, indices = ak.max_pool2d(xd, *window, return_indices=True, backend=backend)
         if grad_y is not None:
             y.backward(grad_y.to(device))
     grad_x = None if grad_y is None else xd.grad.cpu()

@@ -14,7 +14,7 @@ in window order wins ties, a NaN propagates (the last NaN of a window wins).
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -23,7 +23,7 @@ from alexnet_kernels.ops.layout import output_memory_format
 
 _OP = "alexnet_kernels::max_pool2d"
 _BACKWARD_OP = "alexnet_kernels::max_pool2d_backward"
-_IMPLEMENTED = ("native", "torch")
+_IMPLEMENTED = ("native", "triton", "torch")
 # Windows of up to this many positions store their argmax in a uint8.
 _MAX_BYTE_ARGMAX_WINDOW = 256
 
@@ -162,7 +162,14 @@ def max_pool2d(x: torch.Tensor, kernel_size: IntPair, stride: IntPair | None = N
     if chosen == "torch":
         return reference.max_pool2d(x, geometry.kernel, geometry.stride, geometry.padding,
                                     geometry.dilation, geometry.ceil_mode, return_indices)
-    y, argmax = torch.ops.alexnet_kernels.max_pool2d(x4, *geometry.op_arguments())
+    if chosen == "triton":
+        # Imported here: importing the package must not import triton.
+        from alexnet_kernels.triton import max_pool as triton_max_pool
+
+        forward = triton_max_pool.max_pool2d
+    else:
+        forward = torch.ops.alexnet_kernels.max_pool2d
+    y, argmax = forward(x4, *geometry.op_arguments())
     if unbatched:
         y = y.squeeze(0)
     if not return_indices:
@@ -187,7 +194,8 @@ def _max_pool2d_backward_fake(grad_y: torch.Tensor, argmax: torch.Tensor, input_
                        memory_format=output_memory_format(argmax))
 
 
-def _setup_context(ctx, inputs, output) -> None:
+def setup_context(ctx, inputs, output) -> None:
+    """Autograd context of a (y, argmax) forward op: the argmax and the op's arguments."""
     x, *arguments = inputs
     _, argmax = output
     ctx.save_for_backward(argmax)
@@ -195,14 +203,23 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.arguments = arguments
 
 
-def _backward(ctx, grad_y: torch.Tensor, grad_argmax):
-    (argmax,) = ctx.saved_tensors
-    grad_x = torch.ops.alexnet_kernels.max_pool2d_backward(grad_y, argmax, ctx.input_size,
-                                                            *ctx.arguments)
-    return grad_x, None, None, None, None, None
+def backward_through(backward_op: Callable) -> Callable:
+    """The autograd backward of a (y, argmax) forward op whose gradient ``backward_op`` computes.
+
+    ``backward_op`` takes (grad_y, argmax, input_size, kernel_size, stride, padding,
+    dilation, ceil_mode), as ``alexnet_kernels::max_pool2d_backward`` does.
+    """
+    def backward(ctx, grad_y: torch.Tensor, grad_argmax):
+        (argmax,) = ctx.saved_tensors
+        grad_x = backward_op(grad_y, argmax, ctx.input_size, *ctx.arguments)
+        return grad_x, None, None, None, None, None
+
+    return backward
 
 
 if _extension.is_loaded():
     torch.library.register_fake(_OP)(_max_pool2d_fake)
     torch.library.register_fake(_BACKWARD_OP)(_max_pool2d_backward_fake)
-    torch.library.register_autograd(_OP, _backward, setup_context=_setup_context)
+    torch.library.register_autograd(
+        _OP, backward_through(torch.ops.alexnet_kernels.max_pool2d_backward),
+        setup_context=setup_context)

@@ -1,0 +1,302 @@
+"""2-D max pooling in Triton, with the semantics and argmax of the compiled kernels.
+
+Forward: a program handles a block of outputs flattened in memory order (ow
+fastest for NCHW, c fastest for NHWC), each lane walking its window with the
+rules of ``csrc/kernels/max_pool.cuh``: the running max starts at -inf with the
+argmax at the window's first position inside the input, a larger value or a
+NaN takes over. Besides y it stores the window offset ``kh * KW + kw`` of the
+maximum (uint8 or int32 as ``PoolGeometry.argmax_dtype`` says), so the
+backward, ``return_indices`` and autograd bookkeeping are shared with the
+native op.
+
+Backward: a program handles a block of inputs; each lane gathers grad_y from
+the windows that cover it and whose argmax it is, in (oh, ow) order. Every
+grad_x element is written once, with no atomics: deterministic.
+
+Values are compared in fp32 (half types upcast first), and y stores the maximum
+converted back, which is exact. Indexing is 32-bit unless a tensor has 2^31
+elements or more (the ``INT64`` constexpr), since 64-bit division is slow on GPUs.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import triton_op, wrap_triton
+
+from alexnet_kernels.ops import max_pool as ops_max_pool
+from alexnet_kernels.ops.layout import output_memory_format
+from alexnet_kernels.triton import AotKernel, autotune_configs
+
+# 2 or 4 outputs per thread: at 8 the index arithmetic of the unrolled window
+# takes about 150 registers.
+_CONFIGS = [
+    triton.Config({"BLOCK": 256}, num_warps=4),
+    triton.Config({"BLOCK": 512}, num_warps=4),
+    triton.Config({"BLOCK": 1024}, num_warps=8),
+]
+# One large block: the interpreter's cost is per program.
+_DEFAULT = triton.Config({"BLOCK": 8192}, num_warps=8)
+# Tensors with at least this many elements are indexed in 64 bits.
+_INT32_LIMIT = 2**31
+# Windows (forward) or covering-output ranges (backward) with more positions
+# than this loop at run time instead of being unrolled.
+_MAX_UNROLLED_TAPS = tl.constexpr(64)
+
+_SHAPE_KEY = ["numel", "channels", "in_h", "in_w", "out_h", "out_w", "KH", "KW",
+              "CHANNELS_LAST", "INT64"]
+
+
+@triton.jit
+def _window_tap(x_ptr, best, best_tap, base, pixel_stride, in_h, in_w, row0, col0, mask,
+                kh, kw, dilation_h, dilation_w, KW: tl.constexpr):
+    ih = row0 + kh * dilation_h
+    iw = col0 + kw * dilation_w
+    inside = mask & (ih >= 0) & (ih < in_h) & (iw >= 0) & (iw < in_w)
+    v = tl.load(x_ptr + base + (ih * in_w + iw) * pixel_stride, mask=inside,
+                other=-float("inf")).to(tl.float32)
+    # First maximum in window order wins ties; a NaN always takes over.
+    # Positions outside the input read -inf, which never takes over.
+    take = (v > best) | (v != v)
+    return tl.where(take, v, best), tl.where(take, kh * KW + kw, best_tap)
+
+
+@triton.autotune(configs=autotune_configs(_CONFIGS, _DEFAULT), key=_SHAPE_KEY)
+@triton.jit
+def max_pool_forward_kernel(x_ptr, y_ptr, argmax_ptr, numel, channels, in_h, in_w, out_h, out_w,
+                            stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+                            KH: tl.constexpr, KW: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+                            INT64: tl.constexpr, BLOCK: tl.constexpr):
+    """y and the window offset of the maximum for outputs [pid * BLOCK, (pid + 1) * BLOCK)."""
+    if INT64:
+        offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    else:
+        offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offsets < numel
+    if CHANNELS_LAST:
+        c = offsets % channels
+        pixel = offsets // channels
+        ow = pixel % out_w
+        rest = pixel // out_w
+        oh = rest % out_h
+        # Input element (n, ih, iw, c) lies at base + (ih * in_w + iw) * channels.
+        base = (rest // out_h) * in_h * in_w * channels + c
+        pixel_stride = channels
+    else:
+        ow = offsets % out_w
+        rest = offsets // out_w
+        oh = rest % out_h
+        base = (rest // out_h) * in_h * in_w
+        pixel_stride = 1
+    row0 = oh * stride_h - pad_h
+    col0 = ow * stride_w - pad_w
+    # As in PyTorch, the argmax starts at the window's first position inside the
+    # input, so all -inf windows pick the same element.
+    kh_first = tl.where(row0 >= 0, 0, (dilation_h - 1 - row0) // dilation_h)
+    kw_first = tl.where(col0 >= 0, 0, (dilation_w - 1 - col0) // dilation_w)
+    best = tl.full((BLOCK,), -float("inf"), tl.float32)
+    best_tap = (kh_first * KW + kw_first).to(tl.int32)
+    if KH * KW <= _MAX_UNROLLED_TAPS:
+        for kh in tl.static_range(KH):
+            for kw in tl.static_range(KW):
+                best, best_tap = _window_tap(x_ptr, best, best_tap, base, pixel_stride, in_h,
+                                             in_w, row0, col0, mask, kh, kw, dilation_h,
+                                             dilation_w, KW)
+    else:
+        for kh in range(KH):
+            for kw in range(KW):
+                best, best_tap = _window_tap(x_ptr, best, best_tap, base, pixel_stride, in_h,
+                                             in_w, row0, col0, mask, kh, kw, dilation_h,
+                                             dilation_w, KW)
+    tl.store(y_ptr + offsets, best.to(y_ptr.dtype.element_ty), mask=mask)
+    tl.store(argmax_ptr + offsets, best_tap.to(argmax_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _covering_range(i, pad, kernel, stride, dilation, out_size):
+    """First and last outputs along one axis whose windows contain input position i."""
+    lowest = i + pad - (kernel - 1) * dilation
+    first = tl.where(lowest <= 0, 0, (lowest + stride - 1) // stride)
+    last = tl.minimum((i + pad) // stride, out_size - 1)
+    return first, last
+
+
+@triton.jit
+def _gather_tap(grad_y_ptr, argmax_ptr, acc, out_base, pixel_stride, out_w, i_h, i_w,
+                first_h, last_h, first_w, last_w, mask, j_h, j_w, stride_h, stride_w,
+                dilation_h, dilation_w, KW: tl.constexpr):
+    oh = first_h + j_h
+    ow = first_w + j_w
+    # Offsets from the windows' starts; only used where oh <= last_h, ow <= last_w,
+    # where they are non-negative.
+    dh = i_h - oh * stride_h
+    dw = i_w - ow * stride_w
+    hit = mask & (oh <= last_h) & (ow <= last_w) & (dh % dilation_h == 0) & (dw % dilation_w == 0)
+    o = out_base + (oh * out_w + ow) * pixel_stride
+    a = tl.load(argmax_ptr + o, mask=hit, other=-1).to(tl.int32)
+    hit = hit & (a == (dh // dilation_h) * KW + dw // dilation_w)
+    return acc + tl.load(grad_y_ptr + o, mask=hit, other=0.0).to(tl.float32)
+
+
+@triton.autotune(configs=autotune_configs(_CONFIGS, _DEFAULT), key=_SHAPE_KEY)
+@triton.jit
+def max_pool_backward_kernel(grad_y_ptr, argmax_ptr, grad_x_ptr, numel, channels, in_h, in_w,
+                             out_h, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
+                             dilation_w, KH: tl.constexpr, KW: tl.constexpr,
+                             CHANNELS_LAST: tl.constexpr, INT64: tl.constexpr,
+                             COVER_H: tl.constexpr, COVER_W: tl.constexpr, BLOCK: tl.constexpr):
+    """grad_x for inputs [pid * BLOCK, (pid + 1) * BLOCK), gathered from the windows covering them.
+
+    COVER_H x COVER_W bounds the covering outputs of one input (ceil(span / stride)
+    per axis), so the loops have a compile-time trip count.
+    """
+    if INT64:
+        offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    else:
+        offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offsets < numel
+    if CHANNELS_LAST:
+        c = offsets % channels
+        pixel = offsets // channels
+        iw = pixel % in_w
+        rest = pixel // in_w
+        ih = rest % in_h
+        out_base = (rest // in_h) * out_h * out_w * channels + c
+        pixel_stride = channels
+    else:
+        iw = offsets % in_w
+        rest = offsets // in_w
+        ih = rest % in_h
+        out_base = (rest // in_h) * out_h * out_w
+        pixel_stride = 1
+    first_h, last_h = _covering_range(ih, pad_h, KH, stride_h, dilation_h, out_h)
+    first_w, last_w = _covering_range(iw, pad_w, KW, stride_w, dilation_w, out_w)
+    i_h = ih + pad_h
+    i_w = iw + pad_w
+    acc = tl.zeros((BLOCK,), tl.float32)
+    # Ascending (oh, ow): the summation order of the native kernels.
+    if COVER_H * COVER_W <= _MAX_UNROLLED_TAPS:
+        for j_h in tl.static_range(COVER_H):
+            for j_w in tl.static_range(COVER_W):
+                acc = _gather_tap(grad_y_ptr, argmax_ptr, acc, out_base, pixel_stride, out_w, i_h,
+                                  i_w, first_h, last_h, first_w, last_w, mask, j_h, j_w,
+                                  stride_h, stride_w, dilation_h, dilation_w, KW)
+    else:
+        for j_h in range(COVER_H):
+            for j_w in range(COVER_W):
+                acc = _gather_tap(grad_y_ptr, argmax_ptr, acc, out_base, pixel_stride, out_w, i_h,
+                                  i_w, first_h, last_h, first_w, last_w, mask, j_h, j_w,
+                                  stride_h, stride_w, dilation_h, dilation_w, KW)
+    tl.store(grad_x_ptr + offsets, acc.to(grad_x_ptr.dtype.element_ty), mask=mask)
+
+
+def _covering_count(kernel: int, stride: int, dilation: int) -> int:
+    """The most outputs along one axis whose windows contain one input position."""
+    return triton.cdiv((kernel - 1) * dilation + 1, stride)
+
+
+def _launch(kernel, tensors: tuple, geometry: ops_max_pool.PoolGeometry, numel: int,
+            channels_last: bool, **constexprs) -> None:
+    n, c, in_h, in_w = geometry.input_shape
+    _, _, out_h, out_w = geometry.output_shape
+    int64 = max(n * c * in_h * in_w, n * c * out_h * out_w) >= _INT32_LIMIT
+
+    def grid(meta):
+        return (triton.cdiv(numel, meta["BLOCK"]),)
+
+    wrap_triton(kernel)[grid](
+        *tensors, numel, c, in_h, in_w, out_h, out_w, *geometry.stride, *geometry.padding,
+        *geometry.dilation, KH=geometry.kernel[0], KW=geometry.kernel[1],
+        CHANNELS_LAST=channels_last, INT64=int64, **constexprs)
+
+
+@triton_op("alexnet_kernels::max_pool2d_triton", mutates_args=())
+def max_pool2d(x: torch.Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
+               dilation: list[int], ceil_mode: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, argmax) of a 4-D x, as ``alexnet_kernels::max_pool2d`` returns them."""
+    geometry = ops_max_pool.PoolGeometry(x.shape, kernel_size, stride, padding, dilation,
+                                         ceil_mode)
+    layout = output_memory_format(x)
+    y = torch.empty(geometry.output_shape, dtype=x.dtype, device=x.device, memory_format=layout)
+    argmax = torch.empty(geometry.output_shape, dtype=geometry.argmax_dtype, device=x.device,
+                         memory_format=layout)
+    if y.numel() > 0:
+        _launch(max_pool_forward_kernel, (x.contiguous(memory_format=layout), y, argmax),
+                geometry, y.numel(), layout == torch.channels_last)
+    return y, argmax
+
+
+@triton_op("alexnet_kernels::max_pool2d_backward_triton", mutates_args=())
+def max_pool2d_backward(grad_y: torch.Tensor, argmax: torch.Tensor, input_size: list[int],
+                        kernel_size: list[int], stride: list[int], padding: list[int],
+                        dilation: list[int], ceil_mode: bool) -> torch.Tensor:
+    """grad_x of the forward that produced ``argmax``, in argmax's layout."""
+    geometry = ops_max_pool.PoolGeometry(input_size, kernel_size, stride, padding, dilation,
+                                         ceil_mode)
+    if tuple(grad_y.shape) != geometry.output_shape or argmax.shape != grad_y.shape:
+        raise ValueError(
+            f"max_pool2d_backward: grad_y and argmax must have the forward's output shape "
+            f"{geometry.output_shape}, got {tuple(grad_y.shape)} and {tuple(argmax.shape)}")
+    if argmax.dtype != geometry.argmax_dtype:
+        raise ValueError(f"max_pool2d_backward: argmax must be {geometry.argmax_dtype} for "
+                         f"kernel_size={geometry.kernel}, got {argmax.dtype}")
+    layout = output_memory_format(argmax)
+    grad_x = torch.empty(geometry.input_shape, dtype=grad_y.dtype, device=grad_y.device,
+                         memory_format=layout)
+    if grad_x.numel() > 0:
+        covering = (_covering_count(*args) for args in zip(
+            geometry.kernel, geometry.stride, geometry.dilation, strict=True))
+        _launch(max_pool_backward_kernel,
+                (grad_y.contiguous(memory_format=layout), argmax.contiguous(memory_format=layout),
+                 grad_x),
+                geometry, grad_x.numel(), layout == torch.channels_last,
+                **dict(zip(("COVER_H", "COVER_W"), covering, strict=True)))
+    return grad_x
+
+
+max_pool2d.register_autograd(ops_max_pool.backward_through(max_pool2d_backward),
+                             setup_context=ops_max_pool.setup_context)
+
+
+# ---- ahead-of-time records ------------------------------------------------------
+# AlexNet's window (3x3, stride 2: uint8 argmax, 2x2 covering outputs per input)
+# in both layouts, with 32-bit indexing. Other windows compile the same code
+# with other unroll counts.
+_AOT_WINDOW = {"KH": 3, "KW": 3}
+_AOT_COVERING = dict.fromkeys(("COVER_H", "COVER_W"), _covering_count(3, 2, 1))
+_AOT_SHAPE_ARGS = ("numel", "channels", "in_h", "in_w", "out_h", "out_w", "stride_h",
+                   "stride_w", "pad_h", "pad_w", "dilation_h", "dilation_w")
+
+
+def _aot_kernels() -> list[AotKernel]:
+    kernels = []
+    specs = (
+        (max_pool_forward_kernel, ("x_ptr", "y_ptr"), {}),
+        (max_pool_backward_kernel, ("grad_y_ptr", "grad_x_ptr"), _AOT_COVERING),
+    )
+    for kernel, value_pointers, extra in specs:
+        for dtype in ("fp32", "fp16", "bf16"):
+            for channels_last in (False, True):
+                for config in _CONFIGS:
+                    constexprs = {**_AOT_WINDOW, "CHANNELS_LAST": channels_last, "INT64": False,
+                                  **extra, **config.kwargs}
+                    signature = {name: f"*{dtype}" for name in value_pointers}
+                    signature["argmax_ptr"] = "*u8"
+                    signature.update(dict.fromkeys(_AOT_SHAPE_ARGS, "i32"))
+                    signature.update(dict.fromkeys(constexprs, "constexpr"))
+                    # In the kernel's argument order.
+                    signature = {name: signature[name] for name in kernel.fn.arg_names}
+                    layout = "nhwc" if channels_last else "nchw"
+                    block = config.kwargs["BLOCK"]
+                    kernels.append(AotKernel(
+                        name=f"{kernel.fn.__name__}[{dtype}, {layout}, BLOCK={block}]",
+                        fn=kernel.fn,
+                        signature=signature,
+                        constexprs=constexprs,
+                        num_warps=config.num_warps,
+                    ))
+    return kernels
+
+
+AOT_KERNELS = _aot_kernels()
