@@ -244,7 +244,7 @@ def test_functional_defaults_match_pytorch() -> None:
     torch.testing.assert_close(ak.lrn(x, 3), F.local_response_norm(x, 3), rtol=1e-12, atol=0)
 
 
-def test_backend_selection() -> None:
+def test_backend_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
     expected_auto = "native" if _extension.is_loaded() else "torch"
     assert backends.resolve("auto", cpu, "lrn", ("native", "torch")) == expected_auto
@@ -257,6 +257,10 @@ def test_backend_selection() -> None:
     with pytest.raises(ValueError, match="backend must be one of"):
         ak.set_backend("cudnn")
     with pytest.raises(NotImplementedError, match="backend='triton' is not implemented"):
+        backends.resolve("triton", cpu, "lrn", ("native", "torch"))
+    # Outside Triton's interpreter, Triton kernels need CUDA tensors (or the package).
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(RuntimeError, match="backend='triton' (runs on CUDA|needs the triton)"):
         ak.lrn(torch.randn(1, 3, 2, 2), 3, backend="triton")
 
 
