@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,9 +27,12 @@ TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
 FLOAT_DTYPES = list(TOLERANCES)
 # The dtypes the Triton kernels support (no float64: GPUs have little of it).
 TRITON_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-# Where the Triton tests run: the GPU, else CPU tensors in Triton's interpreter
-# (tests/triton/conftest.py sets TRITON_INTERPRET=1 then).
+# Where the Triton tests (tests/triton) run: the GPU, else CPU tensors in
+# Triton's interpreter. Triton reads TRITON_INTERPRET when a kernel is defined,
+# so it is set here, before any module of alexnet_kernels.triton is imported.
 TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+if TRITON_DEVICE == "cpu":
+    os.environ["TRITON_INTERPRET"] = "1"
 
 
 def assert_close_to_reference(actual: torch.Tensor, expected64: torch.Tensor) -> None:
