@@ -10,7 +10,7 @@ tile's own, so after the first they are cache hits rather than DRAM traffic.
 
 The backward needs, for each channel c, g*y/S at every channel j whose window
 contains c, and S[j] needs x over j's window: the kernel recomputes those window
-sums from x (size^2 cached loads per element) instead of writing g*y/S to a
+sums from x (about size^2 cached loads per element) instead of writing g*y/S to a
 scratch tensor and reading it back, which would cost two more DRAM passes.
 
 All arithmetic is in fp32; the half types are upcast on load.
