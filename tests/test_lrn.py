@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from conftest import (
     FLOAT_DTYPES,
+    TRITON_DEVICE,
     assert_close_to_reference,
     native_cpu_context,
     random_tensor,
@@ -58,14 +59,17 @@ def forward_backward(provider: str, x: torch.Tensor, grad_y: torch.Tensor,
         ops = _emulated_ops()
         y = ops.lrn(x, size, alpha, beta, k)
         return y, ops.lrn_backward(grad_y, x, y, size, alpha, beta, k)
-    if provider == "native_cuda":
+    backend = "native"
+    if provider == "triton":
+        backend, device, context = "triton", TRITON_DEVICE, contextlib.nullcontext()
+    elif provider == "native_cuda":
         require_native_cuda()
         device, context = "cuda", contextlib.nullcontext()
     else:
         device, context = "cpu", native_cpu_context(provider)
     with context:
         xd = x.detach().to(device).requires_grad_()
-        y = ak.lrn(xd, size, alpha, beta, k, backend="native")
+        y = ak.lrn(xd, size, alpha, beta, k, backend=backend)
         y.backward(grad_y.to(device))
     return y.detach().cpu(), xd.grad.cpu()
 
@@ -244,7 +248,7 @@ def test_functional_defaults_match_pytorch() -> None:
     torch.testing.assert_close(ak.lrn(x, 3), F.local_response_norm(x, 3), rtol=1e-12, atol=0)
 
 
-def test_backend_selection() -> None:
+def test_backend_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
     expected_auto = "native" if _extension.is_loaded() else "torch"
     assert backends.resolve("auto", cpu, "lrn", ("native", "torch")) == expected_auto
@@ -257,6 +261,10 @@ def test_backend_selection() -> None:
     with pytest.raises(ValueError, match="backend must be one of"):
         ak.set_backend("cudnn")
     with pytest.raises(NotImplementedError, match="backend='triton' is not implemented"):
+        backends.resolve("triton", cpu, "lrn", ("native", "torch"))
+    # Outside Triton's interpreter, Triton kernels need CUDA tensors (or the package).
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(RuntimeError, match=r"backend='triton' (runs on CUDA|needs the triton)"):
         ak.lrn(torch.randn(1, 3, 2, 2), 3, backend="triton")
 
 

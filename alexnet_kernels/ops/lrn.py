@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 
 import torch
 
@@ -16,7 +17,7 @@ from alexnet_kernels import _extension, backends, reference
 from alexnet_kernels.ops.layout import output_memory_format
 
 _OP = "alexnet_kernels::lrn"
-_IMPLEMENTED = ("native", "torch")
+_IMPLEMENTED = ("native", "triton", "torch")
 
 
 def _check_arguments(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> None:
@@ -63,6 +64,11 @@ def lrn(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: 
     chosen = backends.resolve(backend, x.device, "lrn", _IMPLEMENTED)
     if chosen == "torch":
         return reference.lrn(x, size, alpha, beta, k)
+    if chosen == "triton":
+        # Imported here so that importing the package never imports triton.
+        from alexnet_kernels.triton import lrn as triton_lrn
+
+        return triton_lrn.lrn(x, int(size), float(alpha), float(beta), float(k))
     return torch.ops.alexnet_kernels.lrn(x, int(size), float(alpha), float(beta), float(k))
 
 
@@ -80,19 +86,24 @@ def _lrn_backward_fake(grad_y: torch.Tensor, x: torch.Tensor, y: torch.Tensor, s
     return _empty_output(x)
 
 
-def _setup_context(ctx, inputs, output) -> None:
-    x, size, alpha, beta, k = inputs
-    ctx.save_for_backward(x, output)
-    ctx.hyper = (size, alpha, beta, k)
+def autograd_rules(backward_op: Callable) -> tuple[Callable, Callable]:
+    """(backward, setup_context) for ``register_autograd`` of an LRN forward op
+    (x, size, alpha, beta, k) whose backward op takes (grad_y, x, y, size, alpha, beta, k)."""
 
+    def setup_context(ctx, inputs, output) -> None:
+        x, size, alpha, beta, k = inputs
+        ctx.save_for_backward(x, output)
+        ctx.hyper = (size, alpha, beta, k)
 
-def _backward(ctx, grad_y: torch.Tensor):
-    x, y = ctx.saved_tensors
-    grad_x = torch.ops.alexnet_kernels.lrn_backward(grad_y, x, y, *ctx.hyper)
-    return grad_x, None, None, None, None
+    def backward(ctx, grad_y: torch.Tensor):
+        x, y = ctx.saved_tensors
+        return backward_op(grad_y, x, y, *ctx.hyper), None, None, None, None
+
+    return backward, setup_context
 
 
 if _extension.is_loaded():
     torch.library.register_fake(_OP)(_lrn_fake)
     torch.library.register_fake("alexnet_kernels::lrn_backward")(_lrn_backward_fake)
+    _backward, _setup_context = autograd_rules(torch.ops.alexnet_kernels.lrn_backward)
     torch.library.register_autograd(_OP, _backward, setup_context=_setup_context)
