@@ -95,3 +95,17 @@ def test_opcheck() -> None:
     g = random_tensor(tuple(x.shape), torch.float32, seed=32).to(TRITON_DEVICE)
     torch.library.opcheck(torch.ops.alexnet_kernels.lrn_backward_triton.default,
                           (g, x, y, *args), test_utils=checks)
+
+
+def test_torch_compile_fullgraph_on_gpu() -> None:
+    if TRITON_DEVICE != "cuda":
+        pytest.skip("torch.compile of a triton_op needs a GPU (the interpreter cannot run "
+                    "kernels on fake tensors)")
+    norm = ak.nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0, backend="triton")
+    compiled = torch.compile(norm, fullgraph=True)
+    x = random_tensor((4, 96, 13, 13), torch.float32, seed=71).cuda().requires_grad_()
+    y = compiled(x)
+    y.square().sum().backward()
+    y_ref, grad_ref = reference(x.detach().cpu(), (2 * y.detach()).cpu(), PAPER)
+    assert_close_to_reference(y.detach().cpu(), y_ref)
+    assert_close_to_reference(x.grad.cpu(), grad_ref)
