@@ -9,7 +9,7 @@ from alexnet_kernels import nn
 from alexnet_kernels._extension import assert_loaded as assert_has_ops
 from alexnet_kernels._extension import build_info
 from alexnet_kernels.backends import BACKENDS, get_backend, set_backend, use_backend
-from alexnet_kernels.ops import dropout, lrn, max_pool2d
+from alexnet_kernels.ops import conv2d_relu, dropout, lrn, max_pool2d
 
 __version__ = "0.1.0"
 
@@ -17,6 +17,7 @@ __all__ = [
     "BACKENDS",
     "assert_has_ops",
     "build_info",
+    "conv2d_relu",
     "dropout",
     "get_backend",
     "lrn",

@@ -52,17 +52,23 @@ def use_backend(name: str) -> Iterator[None]:
         set_backend(previous)
 
 
-def resolve(backend: str, device: torch.device, op: str, implemented: Iterable[str]) -> str:
+def resolve(backend: str, device: torch.device, op: str, implemented: Iterable[str],
+            native_devices: Iterable[str] | None = None) -> str:
     """The concrete backend ("native", "triton" or "torch") that runs ``op`` on ``device``.
 
-    ``implemented`` lists the concrete backends that exist for the op.
+    ``implemented`` lists the concrete backends that exist for the op;
+    ``native_devices`` the device types its compiled kernels cover (default: all
+    the library was built for).
     """
     requested = _validate(backend)
     if requested == "auto":
         requested = _default_backend
     implemented = frozenset(implemented)
+    native = _extension.native_device_types()
+    if native_devices is not None:
+        native = native & frozenset(native_devices)
     if requested == "auto":
-        if "native" in implemented and device.type in _extension.native_device_types():
+        if "native" in implemented and device.type in native:
             return "native"
         return "torch"
     if requested not in implemented:
@@ -76,7 +82,10 @@ def resolve(backend: str, device: torch.device, op: str, implemented: Iterable[s
         triton_kernels.check_usable(op, device)
     if requested == "native":
         _extension.assert_loaded()
-        if device.type not in _extension.native_device_types():
+        if native_devices is not None and device.type not in native_devices:
+            raise NotImplementedError(
+                f"{op}: backend='native' has no {device.type} kernel yet; use backend='torch'")
+        if device.type not in native:
             raise RuntimeError(
                 f"{op}: backend='native' has no kernel for {device.type} tensors in this build "
                 f"(built for {sorted(_extension.native_device_types())}); rebuild with a CUDA "

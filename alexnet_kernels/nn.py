@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from alexnet_kernels.ops.conv2d_relu import conv2d_relu
 from alexnet_kernels.ops.dropout import dropout
 from alexnet_kernels.ops.lrn import lrn
 from alexnet_kernels.ops.max_pool import max_pool2d
@@ -70,3 +71,26 @@ class Dropout(_ShowsBackend, torch.nn.Dropout):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return dropout(input, self.p, self.training, self.inplace, backend=self.backend)
+
+
+class Conv2dReLU(_ShowsBackend, torch.nn.Conv2d):
+    """``torch.nn.Conv2d`` followed by ReLU, as one fused op.
+
+    Same constructor, parameters and ``state_dict`` keys as ``torch.nn.Conv2d``
+    (weights load unchanged); ``backend`` is keyword-only.
+    """
+
+    def __init__(self, *args, backend: str = "auto", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.backend = backend
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if self.padding_mode != "zeros":
+            # Like nn.Conv2d: pad with the mode first, then convolve without padding.
+            input = torch.nn.functional.pad(input, self._reversed_padding_repeated_twice,
+                                            mode=self.padding_mode)
+            padding = 0
+        else:
+            padding = self.padding
+        return conv2d_relu(input, self.weight, self.bias, self.stride, padding, self.dilation,
+                           self.groups, backend=self.backend)

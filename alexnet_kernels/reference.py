@@ -29,3 +29,9 @@ def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True, inplace: boo
         return F.dropout(x, p, training, inplace)
     noise = torch.empty_like(x).bernoulli_(1.0 - p, generator=generator).div_(1.0 - p)
     return x.mul_(noise) if inplace else x * noise
+
+
+def conv2d_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                stride=1, padding=0, dilation=1, groups: int = 1) -> torch.Tensor:
+    """``F.relu(F.conv2d(...))``: x (N, Cin, H, W) -> (N, Cout, OH, OW)."""
+    return F.relu(F.conv2d(x, weight, bias, stride, padding, dilation, groups))

@@ -36,11 +36,15 @@ def machine_info() -> dict[str, object]:
     }
 
 
-def run(benchmark, fn, group: str, **info) -> None:
-    """Time fn with warm-up rounds (which include torch.compile's compilation)."""
+def run(benchmark, fn, group: str, rounds: int | None = None, **info) -> None:
+    """Time fn with warm-up rounds (which include torch.compile's compilation).
+
+    ``rounds`` lowers the number of rounds for slow cases (at most ROUNDS).
+    """
     benchmark.group = group
     benchmark.extra_info.update(machine_info(), **info)
-    benchmark.pedantic(fn, rounds=ROUNDS, iterations=1, warmup_rounds=WARMUP)
+    rounds = ROUNDS if rounds is None else min(rounds, ROUNDS)
+    benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=min(WARMUP, rounds))
 
 
 def time_forward(benchmark, fn, input_shape: tuple[int, ...], group: str, **info) -> None:

@@ -36,6 +36,19 @@ TORCH_LIBRARY(alexnet_kernels, m) {
   // (convention in csrc/kernels/philox.cuh). The mask is never stored: the
   // backward is this op applied to grad_y with the same seed_offset.
   m.def("dropout(Tensor x, Tensor seed_offset, float p) -> Tensor");
+
+  // relu(conv2d(x, weight) + bias) for 4-D x, with F.conv2d's conventions
+  // (symmetric padding; 'same' and asymmetric padding are resolved in Python).
+  // The backward takes the output y (its ReLU mask is y > 0) and returns
+  // (grad_x, grad_weight, grad_bias); a gradient not asked for in output_mask
+  // is an empty tensor.
+  m.def(
+      "conv2d_relu(Tensor x, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, "
+      "int[2] dilation, int groups) -> Tensor");
+  m.def(
+      "conv2d_relu_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor y, int[2] stride, "
+      "int[2] padding, int[2] dilation, int groups, bool[3] output_mask) "
+      "-> (Tensor, Tensor, Tensor)");
 }
 
 namespace {

@@ -1,0 +1,243 @@
+"""Fused conv2d + bias + ReLU against F.relu(F.conv2d) computed in float64."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import FLOAT_DTYPES, TOLERANCES, random_tensor, require_native_cpu
+
+import alexnet_kernels as ak
+from alexnet_kernels import backends
+
+# (input (C, H, W), weight (Cout, Cin / groups, KH, KW), stride, padding, groups):
+# every convolution of torchvision's AlexNet and of the paper's (grouped) one.
+ALEXNET_LAYERS = {
+    "torchvision-conv1": ((3, 224, 224), (64, 3, 11, 11), 4, 2, 1),
+    "torchvision-conv2": ((64, 27, 27), (192, 64, 5, 5), 1, 2, 1),
+    "torchvision-conv3": ((192, 13, 13), (384, 192, 3, 3), 1, 1, 1),
+    "torchvision-conv4": ((384, 13, 13), (256, 384, 3, 3), 1, 1, 1),
+    "torchvision-conv5": ((256, 13, 13), (256, 256, 3, 3), 1, 1, 1),
+    "paper-conv1": ((3, 227, 227), (96, 3, 11, 11), 4, 0, 1),
+    "paper-conv2-grouped": ((96, 27, 27), (256, 48, 5, 5), 1, 2, 2),
+    "paper-conv3": ((256, 13, 13), (384, 256, 3, 3), 1, 1, 1),
+    "paper-conv4-grouped": ((384, 13, 13), (384, 192, 3, 3), 1, 1, 2),
+    "paper-conv5-grouped": ((384, 13, 13), (256, 192, 3, 3), 1, 1, 2),
+}
+# (input, weight, stride, padding, dilation, groups): 1x1 kernels, stride larger
+# than the kernel, non-square everything, dilation, Cout not a multiple of any tile.
+ODD_CASES = [
+    ((3, 7, 9), (5, 3, 1, 1), 1, 0, 1, 1),
+    ((4, 11, 10), (7, 4, 2, 2), 3, 0, 1, 1),
+    ((6, 9, 13), (9, 2, 3, 5), (2, 1), (1, 2), (1, 2), 3),
+    ((2, 5, 5), (3, 2, 5, 5), 1, 2, 1, 1),
+    ((5, 12, 8), (13, 5, 4, 3), (1, 2), (2, 1), 2, 1),
+]
+
+PROVIDERS = ["native", "torch"]
+
+
+def _context(provider: str):
+    if provider == "native":
+        require_native_cpu()
+    return contextlib.nullcontext()
+
+
+def _tolerance(actual: torch.Tensor, expected64: torch.Tensor) -> None:
+    """Per-dtype tolerance relative to the largest reference value: a convolution sums
+    Cin * KH * KW products, so the absolute error scales with the output's magnitude."""
+    rtol, _ = TOLERANCES[actual.dtype]
+    scale = max(expected64.abs().max().item(), 1.0)
+    torch.testing.assert_close(actual.double(), expected64, rtol=rtol, atol=rtol * scale)
+
+
+def check_against_reference(provider: str, x_shape, w_shape, stride, padding, dilation,
+                            groups, dtype, seed: int, channels_last: bool = False,
+                            bias: bool = True) -> None:
+    x = random_tensor(x_shape, dtype, seed, channels_last)
+    w = random_tensor(w_shape, dtype, seed + 1) / (w_shape[1] * w_shape[2] * w_shape[3]) ** 0.5
+    b = random_tensor((w_shape[0],), dtype, seed + 2) if bias else None
+    with _context(provider):
+        leaves = [t.clone().requires_grad_() for t in (x, w) + ((b,) if bias else ())]
+        y = ak.conv2d_relu(leaves[0], leaves[1], leaves[2] if bias else None, stride, padding,
+                           dilation, groups, backend=provider)
+        grad_y = random_tensor(tuple(y.shape), dtype, seed + 3)
+        y.backward(grad_y)
+    leaves64 = [t.detach().double().requires_grad_() for t in leaves]
+    pre64 = F.conv2d(leaves64[0], leaves64[1], leaves64[2] if bias else None, stride, padding,
+                     dilation, groups)
+    _tolerance(y.detach(), F.relu(pre64).detach())
+    # The backward's ReLU mask is the op's own output > 0 (an element whose
+    # pre-activation rounds across zero may differ from the float64 one).
+    pre64.backward(grad_y.double() * (y.detach() > 0))
+    for ours, reference in zip(leaves, leaves64, strict=True):
+        _tolerance(ours.grad, reference.grad)
+    if channels_last and provider == "native":
+        assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("layer", list(ALEXNET_LAYERS))
+def test_alexnet_layers(provider: str, layer: str) -> None:
+    x_shape, w_shape, stride, padding, groups = ALEXNET_LAYERS[layer]
+    check_against_reference(provider, (2, *x_shape), w_shape, stride, padding, 1, groups,
+                            torch.float32, seed=1)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("case", range(len(ODD_CASES)))
+def test_odd_shapes(dtype: torch.dtype, case: int) -> None:
+    x_shape, w_shape, stride, padding, dilation, groups = ODD_CASES[case]
+    for batch, channels_last in ((1, False), (3, True)):
+        check_against_reference("native", (batch, *x_shape), w_shape, stride, padding, dilation,
+                                groups, dtype, seed=10 + case, channels_last=channels_last)
+
+
+def test_without_bias_and_unbatched() -> None:
+    check_against_reference("native", (2, 4, 9, 9), (6, 4, 3, 3), 1, 1, 1, 1, torch.float64,
+                            seed=20, bias=False)
+    x = random_tensor((4, 9, 9), torch.float32, seed=21)
+    w = random_tensor((6, 4, 3, 3), torch.float32, seed=22)
+    y = ak.conv2d_relu(x, w, padding=1, backend="native")
+    torch.testing.assert_close(y, F.relu(F.conv2d(x, w, padding=1)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_string_padding(padding: str) -> None:
+    require_native_cpu()
+    x = random_tensor((2, 3, 10, 9), torch.float64, seed=23)
+    for w_shape, dilation in (((4, 3, 3, 3), 1), ((4, 3, 4, 2), (2, 1))):  # odd and even kernels
+        w = random_tensor(w_shape, torch.float64, seed=24)
+        torch.testing.assert_close(
+            ak.conv2d_relu(x, w, padding=padding, dilation=dilation, backend="native"),
+            F.relu(F.conv2d(x, w, padding=padding, dilation=dilation)))
+
+
+def test_empty_batch() -> None:
+    require_native_cpu()
+    x = torch.empty(0, 3, 9, 9, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    y = ak.conv2d_relu(x, w, torch.randn(4), backend="native")
+    assert y.shape == (0, 4, 7, 7)
+    y.sum().backward()
+    assert x.grad.shape == x.shape and torch.equal(w.grad, torch.zeros_like(w))
+
+
+def test_only_requested_gradients_are_computed() -> None:
+    require_native_cpu()
+    x = random_tensor((2, 3, 8, 8), torch.float32, seed=25)  # no grad: the first layer's case
+    w = random_tensor((4, 3, 3, 3), torch.float32, seed=26).requires_grad_()
+    y = ak.conv2d_relu(x, w, backend="native")
+    y.sum().backward()
+    assert x.grad is None and w.grad is not None
+
+
+def test_gradcheck() -> None:
+    require_native_cpu()
+    x = random_tensor((2, 4, 6, 7), torch.float64, seed=27).requires_grad_()
+    w = random_tensor((6, 2, 3, 2), torch.float64, seed=28).requires_grad_()
+    b = random_tensor((6,), torch.float64, seed=29).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda *t: ak.conv2d_relu(*t, stride=(2, 1), padding=1, groups=2, backend="native"),
+        (x, w, b))
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_opcheck(channels_last: bool) -> None:
+    require_native_cpu()
+    ops = torch.ops.alexnet_kernels
+    x = random_tensor((2, 4, 9, 8), torch.float32, seed=30, channels_last=channels_last)
+    w = random_tensor((6, 2, 3, 3), torch.float32, seed=31)
+    b = random_tensor((6,), torch.float32, seed=32)
+    arguments = ([2, 1], [1, 1], [1, 1], 2)
+    torch.library.opcheck(ops.conv2d_relu.default, (x.requires_grad_(), w.requires_grad_(),
+                                                    b.requires_grad_(), *arguments))
+    y = ops.conv2d_relu(x.detach(), w.detach(), b.detach(), *arguments)
+    grad_y = random_tensor(tuple(y.shape), torch.float32, seed=33)
+    torch.library.opcheck(ops.conv2d_relu_backward.default,
+                          (grad_y, x.detach(), w.detach(), y, *arguments, [True, True, True]))
+
+
+def test_torch_compile_fullgraph() -> None:
+    require_native_cpu()
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(ak.nn.Conv2dReLU(3, 8, 3, padding=1, backend="native"),
+                                ak.nn.Conv2dReLU(8, 4, 3, stride=2, backend="native"))
+    compiled = torch.compile(model, fullgraph=True)
+    x = random_tensor((2, 3, 11, 11), torch.float32, seed=34)
+    y_eager = model(x)
+    y_eager.square().sum().backward()
+    eager_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    y_compiled = compiled(x)
+    y_compiled.square().sum().backward()
+    torch.testing.assert_close(y_compiled, y_eager)
+    for p, expected in zip(model.parameters(), eager_grads, strict=True):
+        torch.testing.assert_close(p.grad, expected)
+
+
+def test_module_is_drop_in() -> None:
+    torch.manual_seed(1)
+    theirs = torch.nn.Conv2d(4, 6, (3, 5), stride=2, padding=(1, 2), groups=2)
+    ours = ak.nn.Conv2dReLU(4, 6, (3, 5), stride=2, padding=(1, 2), groups=2)
+    assert isinstance(ours, torch.nn.Conv2d)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    x = random_tensor((2, 4, 9, 11), torch.float32, seed=35)
+    torch.testing.assert_close(ours(x), torch.relu(theirs(x)), rtol=1e-5, atol=1e-5)
+    reflect = ak.nn.Conv2dReLU(4, 6, 3, padding=1, padding_mode="reflect")
+    reference = torch.nn.Conv2d(4, 6, 3, padding=1, padding_mode="reflect")
+    reference.load_state_dict(reflect.state_dict())
+    torch.testing.assert_close(reflect(x), torch.relu(reference(x)), rtol=1e-5, atol=1e-5)
+    assert "backend='torch'" in repr(ak.nn.Conv2dReLU(3, 3, 1, backend="torch"))
+
+
+def test_no_native_cuda_kernel_yet_is_explained() -> None:
+    with pytest.raises(NotImplementedError, match="no cuda kernel yet"):
+        backends.resolve("native", torch.device("cuda"), "conv2d_relu", ("native", "torch"),
+                         native_devices=("cpu",))
+    assert backends.resolve("auto", torch.device("cuda"), "conv2d_relu", ("native", "torch"),
+                            native_devices=("cpu",)) == "torch"
+
+
+BAD_ARGUMENTS: list[tuple[Callable[[], object], type[Exception], str]] = [
+    (lambda: ak.conv2d_relu(torch.randn(1, 4, 5, 5), torch.randn(2, 3, 3, 3)), ValueError,
+     "weight expects 3 input channels"),
+    (lambda: ak.conv2d_relu(torch.randn(1, 4, 5, 5), torch.randn(3, 2, 3, 3), groups=2),
+     ValueError, "must divide"),
+    (lambda: ak.conv2d_relu(torch.randn(1, 3, 2, 2), torch.randn(2, 3, 3, 3)), ValueError,
+     "smaller than the \\(dilated\\) kernel"),
+    (lambda: ak.conv2d_relu(torch.randn(1, 3, 5, 5), torch.randn(2, 3, 3, 3), torch.randn(3)),
+     ValueError, "bias must have shape \\(2,\\)"),
+    (lambda: ak.conv2d_relu(torch.randn(1, 3, 5, 5), torch.randn(2, 3, 3, 3).double()),
+     TypeError, "weight must have x's dtype"),
+    (lambda: ak.conv2d_relu(torch.randn(1, 3, 5, 5), torch.randn(2, 3, 3, 3), stride=2,
+                            padding="same"), ValueError, "not supported for strided"),
+    (lambda: ak.conv2d_relu(torch.randn(3, 5), torch.randn(2, 3, 3, 3)), ValueError, "3-D"),
+    (lambda: ak.conv2d_relu(torch.randn(1, 3, 5, 5), torch.randn(2, 3, 3, 3), stride=0),
+     ValueError, "must be positive"),
+]
+
+
+@pytest.mark.parametrize("call,error,message", BAD_ARGUMENTS)
+def test_bad_arguments(call, error, message) -> None:
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_bad_arguments_reach_the_kernels_checks() -> None:
+    require_native_cpu()
+    op = torch.ops.alexnet_kernels.conv2d_relu
+    ok = ([1, 1], [0, 0], [1, 1], 1)
+    with pytest.raises(RuntimeError, match="weight expects 3 input channels"):
+        op(torch.randn(1, 4, 5, 5), torch.randn(2, 3, 3, 3), None, *ok)
+    with pytest.raises(RuntimeError, match="bias must have shape"):
+        op(torch.randn(1, 3, 5, 5), torch.randn(2, 3, 3, 3), torch.randn(4), *ok)
+    with pytest.raises(RuntimeError, match="weight must have x's dtype"):
+        op(torch.randn(1, 3, 5, 5), torch.randn(2, 3, 3, 3).double(), None, *ok)
+    with pytest.raises(RuntimeError, match="smaller than the \\(dilated\\) kernel"):
+        op(torch.randn(1, 3, 2, 2), torch.randn(2, 3, 3, 3), None, *ok)
