@@ -31,6 +31,18 @@ def _version(package: str) -> str | None:
         return None
 
 
+def _cpu_name() -> str:
+    """The CPU's model name where the OS tells it (Linux), else the architecture."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _cpu_capability() -> dict[str, str] | None:
     if not _extension.is_loaded():
         return None
@@ -63,7 +75,7 @@ def collect() -> dict[str, object]:
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": _cpu_name(),
         "torch": torch.__version__,
         "triton": _version("triton"),
         "numpy": _version("numpy"),
