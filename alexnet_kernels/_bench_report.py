@@ -41,33 +41,46 @@ def summarize(samples: list[Samples], traffic: dict[str, Traffic], ours: list[st
                 "bytes_ours": _bytes_for(model.ours, direction),
                 "bytes_eager": _bytes_for(model.eager, direction),
             }
+            ran = [o for o in ours if o in times]
             row["speedup"] = {f"{b}/{o}": row["median_ms"][b] / row["median_ms"][o]
-                              for b in BASELINES if b in times for o in ours}
+                              for b in BASELINES if b in times for o in ran}
             if copy_gbs is not None:
                 row["bandwidth_of_copy"] = {
                     o: row["bytes_ours"] / (row["median_ms"][o] * 1e-3) / (copy_gbs * 1e9)
-                    for o in ours}
+                    for o in ran}
             rows.append(row)
     return rows
 
 
 def table_cells(summary: list[dict[str, object]]) -> tuple[list[str], list[list[str]]]:
     """Headers and text cells shared by the terminal table and the markdown file."""
-    first = summary[0]
-    providers = list(first["median_ms"])
-    headers = ["case", "direction", *(f"{p} ms" for p in providers), *first["speedup"],
-               "MB ours", "MB eager"]
-    if "bandwidth_of_copy" in first:
-        headers += [f"{o} BW/copy" for o in first["bandwidth_of_copy"]]
+    # A provider that could not run on some case leaves "-" in its cells.
+    providers = _union(row["median_ms"] for row in summary)
+    ratios = _union(row["speedup"] for row in summary)
+    bandwidth = _union(row.get("bandwidth_of_copy", {}) for row in summary)
+    headers = ["case", "direction", *(f"{p} ms" for p in providers), *ratios,
+               "MB ours", "MB eager", *(f"{o} BW/copy" for o in bandwidth)]
     rows = []
     for row in summary:
+        median, spread = row["median_ms"], row["iqr_ms"]
         cells = [str(row["case"]), str(row["direction"])]
-        cells += [f"{row['median_ms'][p]:.3g} ±{row['iqr_ms'][p]:.2g}" for p in providers]
-        cells += [f"{v:.2f}x" for v in row["speedup"].values()]
+        cells += [f"{median[p]:#.3g} ±{spread[p]:.2g}" if p in median else "-"
+                  for p in providers]
+        cells += [f"{row['speedup'][r]:.2f}x" if r in row["speedup"] else "-" for r in ratios]
         cells += [f"{row['bytes_ours'] / 1e6:.1f}", f"{row['bytes_eager'] / 1e6:.1f}"]
-        cells += [f"{v:.0%}" for v in row.get("bandwidth_of_copy", {}).values()]
+        fractions = row.get("bandwidth_of_copy", {})
+        cells += [f"{fractions[o]:.0%}" if o in fractions else "-" for o in bandwidth]
         rows.append(cells)
     return headers, rows
+
+
+def _union(keys_per_row) -> list[str]:
+    """The keys of all rows, baselines first (eager, compile), else in first-seen order."""
+    keys = dict.fromkeys(key for row_keys in keys_per_row for key in row_keys)
+
+    def rank(key: str) -> int:
+        return next((i for i, b in enumerate(BASELINES) if key.startswith(b)), len(BASELINES))
+    return sorted(keys, key=rank)
 
 
 def render(accuracy: list[Accuracy], summary: list[dict[str, object]], title: str,
@@ -112,11 +125,11 @@ def _chart(summary: list[dict[str, object]], title: str, path: Path) -> None:
     fig, axes = plt.subplots(1, len(DIRECTIONS), figsize=(14, 5), sharey=True)
     for axis, direction in zip(axes, DIRECTIONS, strict=True):
         rows = [r for r in summary if r["direction"] == direction]
-        ratios = list(rows[0]["speedup"]) if rows else []
+        ratios = _union(r["speedup"] for r in rows)
         width = 0.8 / max(len(ratios), 1)
         for i, ratio in enumerate(ratios):
             axis.bar([j + i * width for j in range(len(rows))],
-                     [r["speedup"][ratio] for r in rows], width, label=ratio)
+                     [r["speedup"].get(ratio, 0.0) for r in rows], width, label=ratio)
         axis.set_xticks([j + width * (len(ratios) - 1) / 2 for j in range(len(rows))],
                         [str(r["case"]) for r in rows], rotation=30, ha="right", fontsize=8)
         axis.axhline(1.0, color="black", linewidth=0.8)

@@ -71,13 +71,33 @@ def _forward_backward(fn: Fn, x: torch.Tensor, grad: torch.Tensor) -> Callable[[
     return run
 
 
+def _drop_unsupported(runs: dict[str, tuple[Callable[[], object], Callable[[], object]]]
+                      ) -> dict[str, str]:
+    """Calls each provider once; removes those that raise (PyTorch's eager LRN has no
+    bfloat16 CPU kernel, for one) and returns why, so that the others are still timed."""
+    errors = {}
+    for name, (forward, forward_backward) in list(runs.items()):
+        try:
+            forward()
+            forward_backward()
+        except Exception as error:
+            errors[name] = f"{type(error).__name__}: {error}".splitlines()[0]
+            del runs[name]
+    return errors
+
+
 def time_case(case: str, providers: dict[str, Fn], x: torch.Tensor, grad: torch.Tensor,
-              warmup: int, repeats: int, on_round: Callable[[], None]) -> list[Samples]:
-    """Round-robin timing of ``providers`` on input x (grad: the gradient of the output)."""
+              warmup: int, repeats: int, on_round: Callable[[], None]
+              ) -> tuple[list[Samples], dict[str, str]]:
+    """Round-robin timing of ``providers`` on input x (grad: the gradient of the output).
+
+    Returns the samples of the providers that ran, and why the others did not.
+    """
     runs = {name: (_forward(fn, x), _forward_backward(fn, x, grad))
             for name, fn in providers.items()}
-    samples = {name: Samples(case, name) for name in providers}
-    names = list(providers)
+    errors = _drop_unsupported(runs)
+    samples = {name: Samples(case, name) for name in runs}
+    names = list(runs)
     for round_index in range(warmup + repeats):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
@@ -87,7 +107,7 @@ def time_case(case: str, providers: dict[str, Fn], x: torch.Tensor, grad: torch.
                 samples[name].forward_ms.append(fwd)
                 samples[name].forward_backward_ms.append(fwd_bwd)
         on_round()
-    return list(samples.values())
+    return list(samples.values()), errors
 
 
 def copy_bandwidth_gbs(device: torch.device, nbytes: int = 1 << 28, repeats: int = 10) -> float:

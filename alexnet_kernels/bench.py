@@ -44,7 +44,7 @@ ACCURACY_BATCH = 4
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Verify and benchmark alexnet_kernels.")
     parser.add_argument("--quick", action="store_true",
-                        help="batch 8, 3 repeats, 2 warm-up rounds (unless given)")
+                        help="batch 8, 5 repeats, 2 warm-up rounds (unless given)")
     parser.add_argument("--batch", type=int, help="batch size (default 32)")
     parser.add_argument("--repeats", type=int, help="timed rounds (default 15)")
     parser.add_argument("--warmup", type=int, help="untimed rounds first (default 3)")
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args(argv)
-    defaults = (8, 3, 2) if args.quick else (32, 15, 3)
+    defaults = (8, 5, 2) if args.quick else (32, 15, 3)
     for name, default in zip(("batch", "repeats", "warmup"), defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, default)
@@ -79,9 +79,10 @@ def _providers(case: Case, ours: dict[str, str], compile_: bool
 
 
 def run(args: argparse.Namespace, device: torch.device, console: Console
-        ) -> tuple[list[Accuracy], list[Samples]]:
+        ) -> tuple[list[Accuracy], list[Samples], dict[str, dict[str, str]]]:
+    """Accuracy rows, timing samples, and per case the providers that could not run."""
     dtype, ours = DTYPES[args.dtype], our_backends(device)
-    accuracy, samples = [], []
+    accuracy, samples, unsupported = [], [], {}
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("verifying and timing",
                                  total=len(CASES) * (len(ours) + args.warmup + args.repeats))
@@ -95,12 +96,15 @@ def run(args: argparse.Namespace, device: torch.device, console: Console
             progress.update(task, description=f"timing {case.name}")
             torch._dynamo.reset()  # each case compiles afresh, with no other case's guards
             x = make_input(case, args.batch, dtype, args.channels_last, device)
+            providers = _providers(case, ours, not args.no_compile)
             with torch.no_grad():
-                grad = torch.randn_like(case.reference()(x))
-            samples += time_case(case.name, _providers(case, ours, not args.no_compile), x,
-                                 grad, args.warmup, args.repeats,
-                                 lambda: progress.advance(task))
-    return accuracy, samples
+                grad = torch.randn_like(providers["ours"](x))
+            case_samples, errors = time_case(case.name, providers, x, grad, args.warmup,
+                                             args.repeats, lambda: progress.advance(task))
+            samples += case_samples
+            if errors:
+                unsupported[case.name] = errors
+    return accuracy, samples, unsupported
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     # Piped output gets rich's 80 columns, too narrow for the timing table.
     console = Console(width=None if sys.stdout.isatty() else 150)
     torch.manual_seed(0)
-    accuracy, samples = run(args, device, console)
+    accuracy, samples, unsupported = run(args, device, console)
     copy_gbs = copy_bandwidth_gbs(device) if device.type == "cuda" else None
     itemsize = DTYPES[args.dtype].itemsize
     models = {c.name: traffic(c, args.batch, itemsize, device.type) for c in CASES}
@@ -121,9 +125,12 @@ def main(argv: list[str] | None = None) -> int:
              f"{'channels_last' if args.channels_last else 'contiguous'}, "
              f"{machine['torch_threads']} threads: median ±IQR of {args.repeats} rounds")
     _bench_report.render(accuracy, summary, title, console)
+    for case, errors in unsupported.items():
+        for provider, error in errors.items():
+            console.print(f"not timed: {provider} on {case}: {error}")
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     record = {"machine": machine, "device": str(device), "device_name": device_name,
-              "settings": settings, "copy_bandwidth_gbs": copy_gbs,
+              "settings": settings, "copy_bandwidth_gbs": copy_gbs, "unsupported": unsupported,
               "traffic": {name: dataclasses.asdict(m) for name, m in models.items()},
               "samples": [dataclasses.asdict(s) for s in samples]}
     paths = _bench_report.write(args.out, record, summary, accuracy, title)

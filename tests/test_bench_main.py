@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from alexnet_kernels import bench, env_report, reference
 from alexnet_kernels._bench_cases import Case, check_accuracy, make_input, traffic
+from alexnet_kernels._bench_timing import time_case
 
 
 def test_byte_model_max_pool_by_hand() -> None:
@@ -84,8 +85,8 @@ def test_quick_run_writes_json_markdown_and_png(tmp_path) -> None:
 
 
 def test_quick_defaults_yield_to_explicit_options() -> None:
-    args = bench.parse_args(["--quick", "--repeats", "5"])
-    assert (args.batch, args.repeats, args.warmup) == (8, 5, 2)
+    args = bench.parse_args(["--quick", "--repeats", "4"])
+    assert (args.batch, args.repeats, args.warmup) == (8, 4, 2)
 
 
 def test_env_report_json_has_the_keys(capsys) -> None:
@@ -94,3 +95,14 @@ def test_env_report_json_has_the_keys(capsys) -> None:
     assert {"python", "torch", "triton", "numpy", "cuda_runtime", "gpu", "build",
             "cpu_capability", "backends"} <= report.keys()
     assert "torch" in report["backends"]["cpu"]
+
+
+def test_a_provider_that_cannot_run_is_reported_not_timed() -> None:
+    def broken(x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("no kernel for this dtype")
+
+    x, grad = torch.randn(2, 3), torch.randn(2, 3)
+    samples, errors = time_case("t", {"eager": broken, "ours": torch.relu}, x, grad,
+                                warmup=0, repeats=2, on_round=lambda: None)
+    assert [s.provider for s in samples] == ["ours"] and len(samples[0].forward_ms) == 2
+    assert errors == {"eager": "NotImplementedError: no kernel for this dtype"}
