@@ -1,160 +1,141 @@
 """The main job: verify the kernels against PyTorch, then time them side by side.
 
-    python -m alexnet_kernels.bench [--batch 32] [--repeats 7] [--quick]
+    python -m alexnet_kernels.bench [--quick] [--batch N] [--repeats N] [--warmup N]
+                                    [--dtype fp32|bf16] [--channels-last] [--out DIR]
 
-For each op and AlexNet shape: (1) the largest absolute and relative error of
-our output and gradient against PyTorch's reference computed in float64, with
-pass/fail per row; (2) median forward and forward+backward times of PyTorch
-eager, ``torch.compile`` of the same PyTorch code, and ours, interleaved in one
-process so that machine noise hits all providers alike; ratios are eager/ours
-and compile/ours.
+On the device present (CUDA when available, else the CPU), for LRN, max-pool
+and dropout at AlexNet's shapes (``alexnet_kernels._bench_cases``):
+
+1. accuracy: max abs / max rel error of our output and input-gradient against
+   PyTorch's float64 reference, pass/fail per row with per-dtype tolerances;
+2. timing: median and IQR of forward and forward+backward for PyTorch eager,
+   ``torch.compile`` of the same PyTorch code, and ours (native; Triton too on
+   CUDA), interleaved round-robin in this process after warm-up rounds;
+3. the speed-ups (eager/ours, compile/ours) next to the analytic bytes ours
+   and eager's kernel sequence must move (on a GPU, also our achieved
+   bandwidth as a fraction of a device-to-device copy).
+
+Prints the tables and writes results.json (every sample, machine and build
+info), results.md and speedup.png into ``--out``. Exits 1 when a check fails.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import dataclasses
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.table import Table
+from rich.progress import Progress
 
-import alexnet_kernels as ak
-from alexnet_kernels import reference
+from alexnet_kernels import _bench_report, _extension, env_report
+from alexnet_kernels._bench_cases import CASES, Accuracy, Case, check_accuracy, make_input, traffic
+from alexnet_kernels._bench_timing import Samples, copy_bandwidth_gbs, time_case
+from alexnet_kernels.triton import triton_installed
 
-# (name, channels, height, width, (size, alpha, beta, k)): the LRN layers of the
-# paper's network (after conv1 and conv2).
-LRN_CASES = [
-    ("paper conv1", 96, 55, 55, (5, 1e-4, 0.75, 2.0)),
-    ("paper conv2", 256, 27, 27, (5, 1e-4, 0.75, 2.0)),
-]
-TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# Accuracy runs a float64 reference: a few samples suffice, a full batch is slow.
+ACCURACY_BATCH = 4
 
 
-@dataclass
-class Accuracy:
-    name: str
-    max_abs: float
-    max_rel: float
-    passed: bool
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Verify and benchmark alexnet_kernels.")
+    parser.add_argument("--quick", action="store_true",
+                        help="batch 8, 5 repeats, 2 warm-up rounds (unless given)")
+    parser.add_argument("--batch", type=int, help="batch size (default 32)")
+    parser.add_argument("--repeats", type=int, help="timed rounds (default 15)")
+    parser.add_argument("--warmup", type=int, help="untimed rounds first (default 3)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="channels_last inputs for the 4-D cases")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    args = parser.parse_args(argv)
+    defaults = (8, 5, 2) if args.quick else (32, 15, 3)
+    for name, default in zip(("batch", "repeats", "warmup"), defaults, strict=True):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    return args
 
 
-@dataclass
-class Timing:
-    name: str
-    provider: str
-    forward_ms: float
-    forward_backward_ms: float
+def our_backends(device: torch.device) -> dict[str, str]:
+    """Provider name -> backend of our kernels that run on ``device``."""
+    ours = {"ours": "native"}
+    if device.type == "cuda" and triton_installed():
+        ours["ours-triton"] = "triton"
+    return ours
 
 
-def _errors(actual: torch.Tensor, expected: torch.Tensor) -> tuple[float, float]:
-    diff = (actual.double() - expected).abs()
-    scale = expected.abs().clamp_min(1e-6)
-    return diff.max().item(), (diff / scale).max().item()
+def _providers(case: Case, ours: dict[str, str], compile_: bool
+               ) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    providers = {"eager": case.reference()}
+    if compile_:
+        # dynamic=False: a shape change recompiles instead of a slower dynamic-shape kernel.
+        providers["compile"] = torch.compile(case.reference(), dynamic=False)
+    return providers | {name: case.ours(backend) for name, backend in ours.items()}
 
 
-def verify_lrn(batch: int, dtype: torch.dtype) -> list[Accuracy]:
-    rows = []
-    for name, c, h, w, params in LRN_CASES:
-        x = torch.randn(batch, c, h, w, dtype=dtype)
-        g = torch.randn_like(x)
-        xo = x.clone().requires_grad_()
-        y = ak.lrn(xo, *params)
-        y.backward(g)
-        x64 = x.double().requires_grad_()
-        y64 = reference.lrn(x64, *params)
-        y64.backward(g.double())
-        for what, ours, ref in (("forward", y.detach(), y64.detach()),
-                                ("backward", xo.grad, x64.grad)):
-            max_abs, max_rel = _errors(ours, ref)
-            tol = TOLERANCE[dtype]
-            passed = torch.allclose(ours.double(), ref, rtol=tol, atol=tol)
-            rows.append(Accuracy(f"lrn {what} {name}", max_abs, max_rel, passed))
-    return rows
-
-
-def _median_ms(fn: Callable[[], object], repeats: int) -> list[float]:
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return samples
-
-
-def time_lrn(batch: int, repeats: int) -> list[Timing]:
-    rows = []
-    for name, c, h, w, params in LRN_CASES:
-        x = torch.randn(batch, c, h, w)
-        g = torch.randn_like(x)
-        xg = x.clone().requires_grad_()
-        providers: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-            "pytorch eager": lambda t, p=params: reference.lrn(t, *p),
-            "torch.compile": torch.compile(lambda t, p=params: reference.lrn(t, *p)),
-            "alexnet_kernels": lambda t, p=params: ak.lrn(t, *p),
-        }
-
-        def forward(fn, _x=x):
+def run(args: argparse.Namespace, device: torch.device, console: Console
+        ) -> tuple[list[Accuracy], list[Samples], dict[str, dict[str, str]]]:
+    """Accuracy rows, timing samples, and per case the providers that could not run."""
+    dtype, ours = DTYPES[args.dtype], our_backends(device)
+    accuracy, samples, unsupported = [], [], {}
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("verifying and timing",
+                                 total=len(CASES) * (len(ours) + args.warmup + args.repeats))
+        for case in CASES:
+            x = make_input(case, min(args.batch, ACCURACY_BATCH), dtype, args.channels_last,
+                           device)
+            for name, backend in ours.items():
+                accuracy.append(check_accuracy(case, case.ours(backend), name, x))
+                progress.advance(task)
+        for case in CASES:
+            progress.update(task, description=f"timing {case.name}")
+            torch._dynamo.reset()  # each case compiles afresh, with no other case's guards
+            x = make_input(case, args.batch, dtype, args.channels_last, device)
+            providers = _providers(case, ours, not args.no_compile)
             with torch.no_grad():
-                fn(_x)
-
-        def forward_backward(fn, _x=xg, _g=g):
-            fn(_x).backward(_g)
-            _x.grad = None
-
-        samples: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in providers}
-        for fn in providers.values():  # warm-up, including compilation
-            forward(fn)
-            forward_backward(fn)
-        for _ in range(repeats):  # interleaved so noise hits every provider alike
-            for key, fn in providers.items():
-                samples[key][0].extend(_median_ms(lambda f=fn: forward(f), 1))
-                samples[key][1].extend(_median_ms(lambda f=fn: forward_backward(f), 1))
-        for key, (fwd, fwd_bwd) in samples.items():
-            rows.append(Timing(f"lrn {name} {tuple(x.shape)}", key, statistics.median(fwd),
-                               statistics.median(fwd_bwd)))
-    return rows
-
-
-def render(accuracy: list[Accuracy], timings: list[Timing], console: Console) -> None:
-    table = Table(title="Accuracy against PyTorch (float64 reference)")
-    for column in ("check", "max abs error", "max rel error", "result"):
-        table.add_column(column)
-    for row in accuracy:
-        table.add_row(row.name, f"{row.max_abs:.2e}", f"{row.max_rel:.2e}",
-                      "[green]pass[/]" if row.passed else "[red]FAIL[/]")
-    console.print(table)
-
-    table = Table(title=f"CPU time, median ({torch.get_num_threads()} threads)")
-    for column in ("case", "provider", "forward ms", "fwd+bwd ms", "fwd+bwd speed-up"):
-        table.add_column(column)
-    ours = {r.name: r for r in timings if r.provider == "alexnet_kernels"}
-    for row in timings:
-        speedup = row.forward_backward_ms / ours[row.name].forward_backward_ms
-        table.add_row(row.name, row.provider, f"{row.forward_ms:.1f}",
-                      f"{row.forward_backward_ms:.1f}",
-                      "1.00x (ours)" if row.provider == "alexnet_kernels" else
-                      f"ours {speedup:.2f}x faster")
-    console.print(table)
+                grad = torch.randn_like(providers["ours"](x))
+            case_samples, errors = time_case(case.name, providers, x, grad, args.warmup,
+                                             args.repeats, lambda: progress.advance(task))
+            samples += case_samples
+            if errors:
+                unsupported[case.name] = errors
+    return accuracy, samples, unsupported
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Verify and benchmark alexnet_kernels.")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--quick", action="store_true", help="batch 8, 3 repeats")
-    args = parser.parse_args(argv)
-    batch, repeats = (8, 3) if args.quick else (args.batch, args.repeats)
-    console = Console()
-    console.print(f"alexnet_kernels build: {ak.build_info()}")
+    args = parse_args(argv)
+    _extension.assert_loaded()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # Piped output gets rich's 80 columns, too narrow for the timing table.
+    console = Console(width=None if sys.stdout.isatty() else 150)
     torch.manual_seed(0)
-    accuracy = verify_lrn(min(batch, 4), torch.float32) + verify_lrn(2, torch.float64)
-    timings = time_lrn(batch, repeats)
-    render(accuracy, timings, console)
-    return 0 if all(row.passed for row in accuracy) else 1
+    accuracy, samples, unsupported = run(args, device, console)
+    copy_gbs = copy_bandwidth_gbs(device) if device.type == "cuda" else None
+    itemsize = DTYPES[args.dtype].itemsize
+    models = {c.name: traffic(c, args.batch, itemsize, device.type) for c in CASES}
+    summary = _bench_report.summarize(samples, models, list(our_backends(device)), copy_gbs)
+    machine = env_report.collect()
+    device_name = (machine["gpu"] or {}).get("name") or machine["processor"]
+    title = (f"{device_name}, {args.dtype}, batch {args.batch}, "
+             f"{'channels_last' if args.channels_last else 'contiguous'}, "
+             f"{machine['torch_threads']} threads: median ±IQR of {args.repeats} rounds")
+    _bench_report.render(accuracy, summary, title, console)
+    for case, errors in unsupported.items():
+        for provider, error in errors.items():
+            console.print(f"not timed: {provider} on {case}: {error}")
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    record = {"machine": machine, "device": str(device), "device_name": device_name,
+              "settings": settings, "copy_bandwidth_gbs": copy_gbs, "unsupported": unsupported,
+              "traffic": {name: dataclasses.asdict(m) for name, m in models.items()},
+              "samples": [dataclasses.asdict(s) for s in samples]}
+    paths = _bench_report.write(args.out, record, summary, accuracy, title)
+    console.print("wrote " + ", ".join(map(str, paths)))
+    return 0 if all(a.passed for a in accuracy) else 1
 
 
 if __name__ == "__main__":

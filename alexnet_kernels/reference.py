@@ -9,6 +9,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+# (rtol, atol) for comparing a kernel's output in `dtype` with the float64
+# reference computed from the same (already rounded) inputs. Half types are
+# loaded into fp32 registers, so their error is the final rounding plus the
+# rounding of y/grad_y when those are inputs.
+TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
+    torch.float64: (1e-10, 1e-12),
+    torch.float32: (1e-5, 1e-6),
+    torch.float16: (2e-3, 2e-3),
+    torch.bfloat16: (1.6e-2, 1.6e-2),
+}
+
 
 def lrn(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75,
         k: float = 1.0) -> torch.Tensor:
@@ -21,6 +32,8 @@ def max_pool2d(x: torch.Tensor, kernel_size, stride=None, padding=0, dilation=1,
     """``torch.nn.functional.max_pool2d``: x (N, C, H, W) or (C, H, W) -> pooled."""
     return F.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode=ceil_mode,
                         return_indices=return_indices)
+
+
 def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False, *,
             generator: torch.Generator | None = None) -> torch.Tensor:
     """``torch.nn.functional.dropout``; with a generator, the same computation as

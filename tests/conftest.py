@@ -13,16 +13,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# (rtol, atol) for comparing a kernel's output in `dtype` with the float64
-# reference computed from the same (already rounded) inputs. Half types are
-# loaded into fp32 registers, so their error is the final rounding plus the
-# rounding of y/grad_y when those are inputs.
-TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
-    torch.float64: (1e-10, 1e-12),
-    torch.float32: (1e-5, 1e-6),
-    torch.float16: (2e-3, 2e-3),
-    torch.bfloat16: (1.6e-2, 1.6e-2),
-}
+from alexnet_kernels.reference import TOLERANCES
 
 FLOAT_DTYPES = list(TOLERANCES)
 # The dtypes the Triton kernels support (no float64: GPUs have little of it).

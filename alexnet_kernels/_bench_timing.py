@@ -1,0 +1,121 @@
+"""Interleaved timing for the main job: every provider of a case in one process, round-robin.
+
+Each round times every provider once, forward (under ``no_grad``) and
+forward+backward, starting each round with the next provider so that no
+provider always runs first. Warm-up rounds are not recorded: they include
+torch.compile's compilation and the first large allocations of a process,
+which cost several times the steady state on virtual machines. On CUDA the
+device is synchronized before the clock starts and before it stops.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+Fn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Samples:
+    """Milliseconds per call of one provider on one case."""
+
+    case: str
+    provider: str
+    forward_ms: list[float] = field(default_factory=list)
+    forward_backward_ms: list[float] = field(default_factory=list)
+
+
+def median(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
+def iqr(samples: list[float]) -> float:
+    """Interquartile range (0 for fewer than two samples)."""
+    if len(samples) < 2:
+        return 0.0
+    q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive")
+    return q3 - q1
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_ms(fn: Callable[[], object], device: torch.device) -> float:
+    _synchronize(device)
+    start = time.perf_counter()
+    fn()
+    _synchronize(device)
+    return (time.perf_counter() - start) * 1e3
+
+
+def _forward(fn: Fn, x: torch.Tensor) -> Callable[[], object]:
+    def run() -> None:
+        with torch.no_grad():
+            fn(x)
+    return run
+
+
+def _forward_backward(fn: Fn, x: torch.Tensor, grad: torch.Tensor) -> Callable[[], object]:
+    xg = x.detach().clone().requires_grad_()
+
+    def run() -> None:
+        fn(xg).backward(grad)
+        xg.grad = None
+    return run
+
+
+def _drop_unsupported(runs: dict[str, tuple[Callable[[], object], Callable[[], object]]]
+                      ) -> dict[str, str]:
+    """Calls each provider once; removes those that raise (PyTorch's eager LRN has no
+    bfloat16 CPU kernel, for one) and returns why, so that the others are still timed."""
+    errors = {}
+    for name, (forward, forward_backward) in list(runs.items()):
+        try:
+            forward()
+            forward_backward()
+        except Exception as error:
+            errors[name] = f"{type(error).__name__}: {error}".splitlines()[0]
+            del runs[name]
+    return errors
+
+
+def time_case(case: str, providers: dict[str, Fn], x: torch.Tensor, grad: torch.Tensor,
+              warmup: int, repeats: int, on_round: Callable[[], None]
+              ) -> tuple[list[Samples], dict[str, str]]:
+    """Round-robin timing of ``providers`` on input x (grad: the gradient of the output).
+
+    Returns the samples of the providers that ran, and why the others did not.
+    """
+    runs = {name: (_forward(fn, x), _forward_backward(fn, x, grad))
+            for name, fn in providers.items()}
+    errors = _drop_unsupported(runs)
+    samples = {name: Samples(case, name) for name in runs}
+    names = list(runs)
+    for round_index in range(warmup + repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            forward, forward_backward = runs[name]
+            fwd, fwd_bwd = time_ms(forward, x.device), time_ms(forward_backward, x.device)
+            if round_index >= warmup:
+                samples[name].forward_ms.append(fwd)
+                samples[name].forward_backward_ms.append(fwd_bwd)
+        on_round()
+    return list(samples.values()), errors
+
+
+def copy_bandwidth_gbs(device: torch.device, nbytes: int = 1 << 28, repeats: int = 10) -> float:
+    """Device-to-device copy bandwidth (bytes read + written per second, in GB/s):
+    the practical ceiling the kernels' achieved bandwidth is compared with."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    ms = median([time_ms(lambda: dst.copy_(src), device) for _ in range(repeats)])
+    return 2 * nbytes / (ms * 1e-3) / 1e9

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Everything a GPU machine can check that the CPU-only CI cannot, in one call:
+# build for this GPU's architecture, the whole test suite (the GPU-only tests
+# run instead of skipping), the pytest-benchmark suite and the main job.
+# All outputs go into one timestamped folder; every step runs even if an
+# earlier one fails, and the script exits non-zero if any step failed.
+#
+#   scripts/gpu_check.sh [OUTPUT_DIR]      (PYTHON=... to pick the interpreter)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python}
+OUT=${1:-gpu-check-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
+
+TORCH_CUDA_ARCH_LIST=$("$PYTHON" -c \
+    'import torch; print("%d.%d" % torch.cuda.get_device_capability())')
+export TORCH_CUDA_ARCH_LIST
+
+failed=()
+step() {  # step NAME COMMAND...: runs COMMAND, its output in $OUT/NAME.log
+    echo "== $1"
+    if ! "${@:2}" > "$OUT/$1.log" 2>&1; then
+        failed+=("$1")
+        echo "   FAILED (see $OUT/$1.log)"
+    fi
+}
+
+# Without the CUDA kernels everything after would quietly test the CPU build.
+step build env ALEXNET_KERNELS_FORCE_CUDA=1 \
+    "$PYTHON" -m pip install --no-build-isolation -v -e ".[test]"
+step env "$PYTHON" -m alexnet_kernels.env_report --json
+step tests "$PYTHON" -m pytest tests -q
+step benchmarks "$PYTHON" -m pytest benchmarks/ --benchmark-only \
+    --benchmark-json "$OUT/benchmarks.json"
+step main-job "$PYTHON" -m alexnet_kernels.bench --out "$OUT/main-job"
+
+echo "outputs in $OUT"
+if (( ${#failed[@]} )); then
+    echo "failed: ${failed[*]}"
+    exit 1
+fi
