@@ -3,11 +3,15 @@
 // The convolution itself is PyTorch's CPU convolution (oneDNN): it already runs
 // near the machine's peak on AlexNet's shapes, where a hand-written im2col +
 // GEMM measured 0.3-0.6x of it. What the fusion saves on the CPU is memory
-// traffic and allocation: ReLU is applied in place on the convolution's output
-// (eager F.relu allocates and writes a second activation-sized tensor), and the
-// backward masks grad_y by y > 0 as eager's ReLU backward does, then runs one
-// convolution backward for the three gradients.
+// traffic and allocation: for float32 and bfloat16 the ReLU runs as oneDNN's
+// post-op inside the convolution (PyTorch's mkldnn::_convolution_pointwise,
+// 5-18% faster than convolving and then applying ReLU, bit-identical), else
+// in place on the convolution's output; eager F.relu allocates and writes a
+// second activation-sized tensor. The backward masks grad_y by y > 0 as
+// eager's ReLU backward does, then runs one convolution backward for the
+// gradients that are asked for.
 #include <ATen/core/Tensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/convolution.h>
 #include <ATen/ops/convolution_backward.h>
 #include <ATen/ops/empty.h>
@@ -16,6 +20,8 @@
 #include <torch/library.h>
 
 #include <array>
+#include <optional>
+#include <string>
 #include <tuple>
 
 #include "conv2d_relu.h"
@@ -23,10 +29,45 @@
 namespace alexnet_kernels {
 namespace {
 
+// oneDNN's convolution with a fused ReLU, when this torch build has it.
+std::optional<c10::OperatorHandle> fused_convolution_op() {
+  static const std::optional<c10::OperatorHandle> op =
+      c10::Dispatcher::singleton().findOp({"mkldnn::_convolution_pointwise", ""});
+  return op;
+}
+
+bool can_fuse_in_onednn(const at::Tensor& x) {
+  return (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16) &&
+         x.size(0) > 0 && fused_convolution_op().has_value();
+}
+
+at::Tensor fused_convolution_relu(const at::Tensor& x, const at::Tensor& weight,
+                                  const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                  at::IntArrayRef padding, at::IntArrayRef dilation,
+                                  int64_t groups) {
+  // Called boxed: the op is registered by PyTorch's oneDNN integration, which
+  // ships no C++ header for it.
+  torch::jit::Stack stack{x,
+                          weight,
+                          bias,
+                          padding.vec(),
+                          stride.vec(),
+                          dilation.vec(),
+                          groups,
+                          std::string("relu"),
+                          c10::List<std::optional<c10::Scalar>>(),
+                          c10::IValue()};
+  fused_convolution_op()->callBoxed(&stack);
+  return std::move(stack.at(0)).toTensor();
+}
+
 at::Tensor conv2d_relu_cpu(const at::Tensor& x, const at::Tensor& weight,
                            const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
                            at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   check_conv2d_relu_arguments(x, weight, bias, stride, padding, dilation, groups);
+  if (can_fuse_in_onednn(x)) {
+    return fused_convolution_relu(x, weight, bias, stride, padding, dilation, groups);
+  }
   at::Tensor y = at::convolution(x, weight, bias, stride, padding, dilation,
                                  /*transposed=*/false, /*output_padding=*/{0, 0}, groups);
   return at::relu_(y);
