@@ -112,14 +112,16 @@ class _SizeChecked(nn.Module):
                                 or out == self._expected_features):
             return
         sides = self.valid_input_sizes()
-        minimum = f"{sides.start}x{sides.start}"
-        if out is None:
-            raise ValueError(f"{type(self).__name__}: input {height}x{width} is too small; "
-                             f"the minimum input size is {minimum}")
-        raise ValueError(
-            f"{type(self).__name__}: input {height}x{width} gives {out[0]}x{out[1]} feature maps "
-            f"but the classifier needs {self._expected_features[0]}x{self._expected_features[1]}; "
-            f"accepted input sizes are {minimum} to {sides[-1]}x{sides[-1]}")
+        name = type(self).__name__
+        accepted = ("" if self._expected_features is None else
+                    f"; accepted input sizes are {sides.start}x{sides.start} to "
+                    f"{sides[-1]}x{sides[-1]}")
+        if out is None or min(height, width) < sides.start:
+            raise ValueError(f"{name}: input {height}x{width} is too small; the minimum input "
+                             f"size is {sides.start}x{sides.start}{accepted}")
+        expected = self._expected_features
+        raise ValueError(f"{name}: input {height}x{width} gives {out[0]}x{out[1]} feature maps "
+                         f"but the classifier needs {expected[0]}x{expected[1]}{accepted}")
 
 
 class AlexNet(_SizeChecked):
