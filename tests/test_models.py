@@ -218,3 +218,30 @@ def test_channels_last_and_half_precision(dtype: torch.dtype) -> None:
     loose = {torch.float32: (NET_RTOL, NET_ATOL), torch.bfloat16: (0.1, 0.1),
              torch.float16: (2e-2, 2e-2)}[dtype]
     assert_net_close(actual, expected, *loose)
+
+
+def test_summary_table_matches_seed(capsys: pytest.CaptureFixture[str]) -> None:
+    from alexnet_kernels.summary import summary
+
+    rows = summary(models.alexnet_bn(3, backend="torch"), (1, 3, 224, 224))
+    by_name = {row.name: row for row in rows}
+    assert by_name["layer1.3"].output_shape == (1, 96, 26, 26)
+    assert by_name["flatten"].output_shape == (1, 6400)
+    assert sum(row.params for row in rows) == 46_762_051
+    # torchinfo reports 1.01 G multiply-adds for this network.
+    assert round(sum(row.mult_adds for row in rows) / 1e9, 2) == 1.01
+    assert "46,762,051" in capsys.readouterr().out
+
+
+def test_summary_torchinfo_missing_says_how_to_install() -> None:
+    pytest.importorskip("rich")
+    try:
+        import torchinfo  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("torchinfo is installed")
+    from alexnet_kernels.summary import summary
+
+    with pytest.raises(ImportError, match="pip install torchinfo"):
+        summary(models.alexnet_cifar(), (1, 3, 32, 32), use_torchinfo=True)
