@@ -5,10 +5,11 @@ only ``backend="torch"`` works and other backends raise a message saying how to
 build it (see :func:`alexnet_kernels.assert_has_ops`).
 """
 
-from alexnet_kernels import nn
+from alexnet_kernels import models, nn
 from alexnet_kernels._extension import assert_loaded as assert_has_ops
 from alexnet_kernels._extension import build_info
 from alexnet_kernels.backends import BACKENDS, get_backend, set_backend, use_backend
+from alexnet_kernels.convert import convert
 from alexnet_kernels.ops import conv2d_relu, dropout, lrn, max_pool2d
 
 __version__ = "0.1.0"
@@ -18,10 +19,12 @@ __all__ = [
     "assert_has_ops",
     "build_info",
     "conv2d_relu",
+    "convert",
     "dropout",
     "get_backend",
     "lrn",
     "max_pool2d",
+    "models",
     "nn",
     "set_backend",
     "use_backend",

@@ -1,0 +1,247 @@
+"""AlexNet variants and convert(): parameter counts, weights and outputs against PyTorch."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import random_tensor, require_native_cpu
+from torch import nn
+
+import alexnet_kernels
+from alexnet_kernels import models
+from alexnet_kernels.models import keras_same_padding
+
+# Whole networks sum thousands of products per output: looser than one op's fp32 tolerance.
+NET_RTOL, NET_ATOL = 1e-4, 1e-5
+
+
+def torchvision_alexnet(num_classes: int = 1000) -> nn.Module:
+    """torchvision.models.alexnet's layout with plain PyTorch modules (no torchvision import)."""
+
+    class Reference(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+                nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+                nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),
+                nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
+                nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2))
+            self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+            self.classifier = nn.Sequential(
+                nn.Dropout(0.5), nn.Linear(9216, 4096), nn.ReLU(inplace=True),
+                nn.Dropout(0.5), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
+                nn.Linear(4096, num_classes))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+    return Reference()
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def assert_net_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = NET_RTOL,
+                     atol: float = NET_ATOL, scale: float | None = None) -> None:
+    """Absolute tolerance scaled by `scale`, by default the reference's largest magnitude."""
+    if scale is None:
+        scale = max(expected.abs().max().item(), 1e-30)
+    torch.testing.assert_close(actual.float(), expected.float(), rtol=rtol, atol=atol * scale)
+
+
+@pytest.mark.parametrize(("build", "expected"), [
+    (lambda: models.alexnet(), 61_100_840),
+    (lambda: models.alexnet_paper(groups=1), 62_378_344),
+    (lambda: models.alexnet_paper(groups=2), 60_965_224),
+    (lambda: models.alexnet_cifar(), 21_622_154),
+    (lambda: models.alexnet_bn(3), 46_762_051),
+], ids=["torchvision", "paper", "paper-grouped", "cifar", "bn"])
+def test_parameter_count(build: Callable[[], nn.Module], expected: int) -> None:
+    assert n_params(build()) == expected
+
+
+def test_alexnet_loads_torchvision_weights() -> None:
+    require_native_cpu()
+    torch.manual_seed(0)
+    reference = torchvision_alexnet().eval()
+    ours = models.alexnet(backend="native").eval()
+    assert list(ours.state_dict()) == list(reference.state_dict())
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    for side in (63, 224):
+        x = random_tensor((1, 3, side, side), torch.float32, seed=side)
+        with torch.no_grad():
+            assert_net_close(ours(x), reference(x))
+
+
+# (constructor without dropout, input shape) for the same-weights backend comparison.
+VARIANTS = {
+    "paper": (lambda **kw: models.alexnet_paper(groups=1, dropout=0.0, **kw), (1, 3, 227, 227)),
+    "paper-grouped": (lambda **kw: models.alexnet_paper(groups=2, dropout=0.0, **kw),
+                      (1, 3, 227, 227)),
+    "paper-no-lrn": (lambda **kw: models.alexnet_paper(lrn=False, dropout=0.0, **kw),
+                     (1, 3, 227, 227)),
+    "cifar": (lambda **kw: models.alexnet_cifar(10, dropout=0.0, **kw), (4, 3, 32, 32)),
+    "bn": (lambda **kw: models.alexnet_bn(5, dropout=0.0, **kw), (2, 3, 195, 195)),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_native_matches_torch_backend(variant: str) -> None:
+    """Same weights on the compiled kernels and on PyTorch's: eval outputs, train loss and grads."""
+    require_native_cpu()
+    build, shape = VARIANTS[variant]
+    torch.manual_seed(1)
+    ours = build(backend="native")
+    reference = build(backend="torch")
+    reference.load_state_dict(ours.state_dict(), strict=True)
+    x = random_tensor(shape, torch.float32, seed=2)
+
+    ours.eval(), reference.eval()
+    with torch.no_grad():
+        assert_net_close(ours(x), reference(x))
+
+    ours.train(), reference.train()
+    target = torch.arange(shape[0]) % 3
+    losses = []
+    for model in (ours, reference):
+        model.zero_grad()
+        loss = F.cross_entropy(model(x), target)
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[0], losses[1], rtol=NET_RTOL, atol=NET_ATOL)
+    # One scale for all gradients: a conv bias before BatchNorm has a gradient
+    # that is zero up to rounding, which no per-tensor relative test can match.
+    scale = max(q.grad.abs().max().item() for q in reference.parameters())
+    for (name, p), q in zip(ours.named_parameters(), reference.parameters(), strict=True):
+        assert p.grad is not None, name
+        assert_net_close(p.grad, q.grad, scale=scale)
+
+
+def keras_same_reference(model: models.AlexNet, x: torch.Tensor) -> torch.Tensor:
+    """The CIFAR network written with Keras' 'same' rule directly: (N, 3, 32, 32) -> logits."""
+    for layer in model.features:
+        if isinstance(layer, nn.Conv2d):
+            before, after = keras_same_padding(x.shape[-1], layer.kernel_size[0],
+                                               layer.stride[0])
+            x = F.relu(F.conv2d(F.pad(x, (before, after, before, after)), layer.weight,
+                                layer.bias, layer.stride))
+        elif isinstance(layer, nn.MaxPool2d):
+            before, after = keras_same_padding(x.shape[-1], 3, 2)
+            x = F.max_pool2d(F.pad(x, (before, after, before, after), value=float("-inf")), 3, 2)
+    fc1, fc2, fc3 = (m for m in model.classifier if isinstance(m, nn.Linear))
+    x = F.relu(fc1(torch.flatten(x, 1)))
+    return fc3(F.relu(fc2(x)))
+
+
+def test_cifar_matches_keras_same_padding() -> None:
+    torch.manual_seed(3)
+    model = models.alexnet_cifar(backend="torch").eval()
+    x = random_tensor((3, 3, 32, 32), torch.float32, seed=4)
+    with torch.no_grad():
+        assert_net_close(model(x), keras_same_reference(model, x))
+
+
+def test_convert_keeps_keys_and_shares_parameters() -> None:
+    require_native_cpu()
+    torch.manual_seed(5)
+    model = torchvision_alexnet(10).eval()
+    x = random_tensor((2, 3, 63, 63), torch.float32, seed=6)
+    with torch.no_grad():
+        expected = model(x)
+    keys = list(model.state_dict())
+    pointers = {name: p.data_ptr() for name, p in model.named_parameters()}
+
+    assert alexnet_kernels.convert(model, backend="native") is model
+    assert list(model.state_dict()) == keys
+    assert {name: p.data_ptr() for name, p in model.named_parameters()} == pointers
+    fused = [m for m in model.features if isinstance(m, alexnet_kernels.nn.Conv2dReLU)]
+    assert len(fused) == 5 and all(m.backend == "native" for m in fused)
+    assert not any(isinstance(m, nn.ReLU) for m in model.features)
+    assert sum(isinstance(m, alexnet_kernels.nn.Dropout) for m in model.classifier) == 2
+    with torch.no_grad():
+        assert_net_close(model(x), expected)
+
+
+def test_convert_leaves_other_layers() -> None:
+    class UserNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),
+                                      nn.Conv2d(8, 8, 3), nn.GELU(), nn.LocalResponseNorm(3))
+            self.conv = nn.Conv2d(8, 8, 1)
+            self.relu = nn.ReLU()
+            self.pool = nn.MaxPool2d(2, ceil_mode=True)
+
+    model = UserNet()
+    before = dict(model.named_modules())
+    alexnet_kernels.convert(model, backend="torch")
+    after = dict(model.named_modules())
+    for name in ("body.0", "body.1", "body.2", "body.3", "body.4", "conv", "relu"):
+        assert after[name] is before[name], name
+    assert isinstance(after["body.5"], alexnet_kernels.nn.LocalResponseNorm)
+    assert after["body.5"].size == 3
+    assert isinstance(after["pool"], alexnet_kernels.nn.MaxPool2d) and after["pool"].ceil_mode
+
+
+@pytest.mark.parametrize(("build", "side", "message"), [
+    (models.alexnet, 62, "minimum input size is 63x63"),
+    (models.alexnet_paper, 226, "minimum input size is 227x227"),
+    (models.alexnet_paper, 259, "accepted input sizes are 227x227 to 258x258"),
+    (lambda: models.alexnet_bn(3), 150, "minimum input size is 195x195"),
+    (models.alexnet_cifar, 16,
+     "minimum input size is 32x32; accepted input sizes are 32x32 to 63x63"),
+    (models.alexnet_cifar, 64, "gives 2x2 feature maps but the classifier needs 1x1"),
+])
+def test_wrong_input_size_raises(build: Callable[[], nn.Module], side: int, message: str) -> None:
+    model = build().eval()
+    with pytest.raises(ValueError, match=message):
+        model(torch.empty(1, 3, side, side))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_channels_last_and_half_precision(dtype: torch.dtype) -> None:
+    require_native_cpu()
+    torch.manual_seed(7)
+    model = models.alexnet(10, backend="native").eval()
+    x = random_tensor((2, 3, 67, 67), torch.float32, seed=8)
+    with torch.no_grad():
+        expected = model(x)
+        converted = copy.deepcopy(model).to(dtype=dtype, memory_format=torch.channels_last)
+        actual = converted(x.to(dtype).contiguous(memory_format=torch.channels_last))
+    assert actual.dtype == dtype
+    loose = {torch.float32: (NET_RTOL, NET_ATOL), torch.bfloat16: (0.1, 0.1),
+             torch.float16: (2e-2, 2e-2)}[dtype]
+    assert_net_close(actual, expected, *loose)
+
+
+def test_summary_table_matches_seed(capsys: pytest.CaptureFixture[str]) -> None:
+    from alexnet_kernels.summary import summary
+
+    rows = summary(models.alexnet_bn(3, backend="torch"), (1, 3, 224, 224))
+    by_name = {row.name: row for row in rows}
+    assert by_name["layer1.3"].output_shape == (1, 96, 26, 26)
+    assert by_name["flatten"].output_shape == (1, 6400)
+    assert sum(row.params for row in rows) == 46_762_051
+    # torchinfo reports 1.01 G multiply-adds for this network.
+    assert round(sum(row.mult_adds for row in rows) / 1e9, 2) == 1.01
+    assert "46,762,051" in capsys.readouterr().out
+
+
+def test_summary_torchinfo_missing_says_how_to_install() -> None:
+    pytest.importorskip("rich")
+    try:
+        import torchinfo  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("torchinfo is installed")
+    from alexnet_kernels.summary import summary
+
+    with pytest.raises(ImportError, match="pip install torchinfo"):
+        summary(models.alexnet_cifar(), (1, 3, 32, 32), use_torchinfo=True)
