@@ -11,6 +11,7 @@ from alexnet_kernels._extension import build_info
 from alexnet_kernels.backends import BACKENDS, get_backend, set_backend, use_backend
 from alexnet_kernels.convert import convert
 from alexnet_kernels.ops import conv2d_relu, dropout, lrn, max_pool2d
+from alexnet_kernels.summary import summary
 
 __version__ = "0.1.0"
 
@@ -27,5 +28,6 @@ __all__ = [
     "models",
     "nn",
     "set_backend",
+    "summary",
     "use_backend",
 ]
