@@ -49,6 +49,38 @@ _SHAPE_KEY = ["numel", "channels", "in_h", "in_w", "out_h", "out_w", "KH", "KW",
 
 
 @triton.jit
+def _block_offsets(numel, INT64: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's BLOCK flat element offsets and their in-bounds mask."""
+    if INT64:
+        offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    else:
+        offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    return offsets, offsets < numel
+
+
+@triton.jit
+def _unravel(offsets, channels, height, width, other_plane, CHANNELS_LAST: tl.constexpr):
+    """(h, w) of flat offsets into an (N, C, height, width) tensor, and where the same
+    image and channel start in the other tensor of the pair (planes of other_plane
+    pixels), with the distance between its neighbouring pixels."""
+    if CHANNELS_LAST:
+        c = offsets % channels
+        pixel = offsets // channels
+        w = pixel % width
+        rest = pixel // width
+        h = rest % height
+        base = (rest // height) * other_plane * channels + c
+        pixel_stride = channels
+    else:
+        w = offsets % width
+        rest = offsets // width
+        h = rest % height
+        base = (rest // height) * other_plane
+        pixel_stride = 1
+    return h, w, base, pixel_stride
+
+
+@triton.jit
 def _window_tap(x_ptr, best, best_tap, base, pixel_stride, in_h, in_w, row0, col0, mask,
                 kh, kw, dilation_h, dilation_w, KW: tl.constexpr):
     ih = row0 + kh * dilation_h
@@ -69,26 +101,10 @@ def max_pool_forward_kernel(x_ptr, y_ptr, argmax_ptr, numel, channels, in_h, in_
                             KH: tl.constexpr, KW: tl.constexpr, CHANNELS_LAST: tl.constexpr,
                             INT64: tl.constexpr, BLOCK: tl.constexpr):
     """y and the window offset of the maximum for outputs [pid * BLOCK, (pid + 1) * BLOCK)."""
-    if INT64:
-        offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    else:
-        offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offsets < numel
-    if CHANNELS_LAST:
-        c = offsets % channels
-        pixel = offsets // channels
-        ow = pixel % out_w
-        rest = pixel // out_w
-        oh = rest % out_h
-        # Input element (n, ih, iw, c) lies at base + (ih * in_w + iw) * channels.
-        base = (rest // out_h) * in_h * in_w * channels + c
-        pixel_stride = channels
-    else:
-        ow = offsets % out_w
-        rest = offsets // out_w
-        oh = rest % out_h
-        base = (rest // out_h) * in_h * in_w
-        pixel_stride = 1
+    offsets, mask = _block_offsets(numel, INT64, BLOCK)
+    # Input element (n, ih, iw, c) lies at base + (ih * in_w + iw) * pixel_stride.
+    oh, ow, base, pixel_stride = _unravel(offsets, channels, out_h, out_w, in_h * in_w,
+                                          CHANNELS_LAST)
     row0 = oh * stride_h - pad_h
     col0 = ow * stride_w - pad_w
     # As in PyTorch, the argmax starts at the window's first position inside the
@@ -151,25 +167,9 @@ def max_pool_backward_kernel(grad_y_ptr, argmax_ptr, grad_x_ptr, numel, channels
     COVER_H x COVER_W bounds the covering outputs of one input (ceil(span / stride)
     per axis), so the loops have a compile-time trip count.
     """
-    if INT64:
-        offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    else:
-        offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offsets < numel
-    if CHANNELS_LAST:
-        c = offsets % channels
-        pixel = offsets // channels
-        iw = pixel % in_w
-        rest = pixel // in_w
-        ih = rest % in_h
-        out_base = (rest // in_h) * out_h * out_w * channels + c
-        pixel_stride = channels
-    else:
-        iw = offsets % in_w
-        rest = offsets // in_w
-        ih = rest % in_h
-        out_base = (rest // in_h) * out_h * out_w
-        pixel_stride = 1
+    offsets, mask = _block_offsets(numel, INT64, BLOCK)
+    ih, iw, out_base, pixel_stride = _unravel(offsets, channels, in_h, in_w, out_h * out_w,
+                                              CHANNELS_LAST)
     first_h, last_h = _covering_range(ih, pad_h, KH, stride_h, dilation_h, out_h)
     first_w, last_w = _covering_range(iw, pad_w, KW, stride_w, dilation_w, out_w)
     i_h = ih + pad_h
