@@ -99,6 +99,22 @@ def require_native_cuda() -> None:
         pytest.skip("no CUDA device")
 
 
+def assert_compiled_matches_eager(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """torch.compile(model, fullgraph=True) gives eager's output and parameter
+    gradients (of sum(y^2)) on x: the ops trace without graph breaks."""
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True)
+    y_eager = model(x)
+    y_eager.square().sum().backward()
+    eager_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    y_compiled = compiled(x)
+    y_compiled.square().sum().backward()
+    torch.testing.assert_close(y_compiled, y_eager)
+    for p, expected in zip(model.parameters(), eager_grads, strict=True):
+        torch.testing.assert_close(p.grad, expected)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     import alexnet_kernels
 

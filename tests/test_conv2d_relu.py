@@ -8,7 +8,13 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FLOAT_DTYPES, TOLERANCES, random_tensor, require_native_cpu
+from conftest import (
+    FLOAT_DTYPES,
+    TOLERANCES,
+    assert_compiled_matches_eager,
+    random_tensor,
+    require_native_cpu,
+)
 
 import alexnet_kernels as ak
 from alexnet_kernels import backends
@@ -164,21 +170,10 @@ def test_opcheck(channels_last: bool) -> None:
 
 def test_torch_compile_fullgraph() -> None:
     require_native_cpu()
-    torch._dynamo.reset()
     torch.manual_seed(0)
     model = torch.nn.Sequential(ak.nn.Conv2dReLU(3, 8, 3, padding=1, backend="native"),
                                 ak.nn.Conv2dReLU(8, 4, 3, stride=2, backend="native"))
-    compiled = torch.compile(model, fullgraph=True)
-    x = random_tensor((2, 3, 11, 11), torch.float32, seed=34)
-    y_eager = model(x)
-    y_eager.square().sum().backward()
-    eager_grads = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
-    y_compiled = compiled(x)
-    y_compiled.square().sum().backward()
-    torch.testing.assert_close(y_compiled, y_eager)
-    for p, expected in zip(model.parameters(), eager_grads, strict=True):
-        torch.testing.assert_close(p.grad, expected)
+    assert_compiled_matches_eager(model, random_tensor((2, 3, 11, 11), torch.float32, seed=34))
 
 
 def test_module_is_drop_in() -> None:

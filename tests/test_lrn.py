@@ -14,6 +14,7 @@ from conftest import (
     FLOAT_DTYPES,
     TRITON_DEVICE,
     assert_close_to_reference,
+    assert_compiled_matches_eager,
     native_cpu_context,
     random_tensor,
     require_native_cpu,
@@ -204,7 +205,6 @@ def test_opcheck() -> None:
 
 def test_torch_compile_fullgraph() -> None:
     require_native_cpu()
-    torch._dynamo.reset()
 
     class Block(torch.nn.Module):
         def __init__(self) -> None:
@@ -217,17 +217,7 @@ def test_torch_compile_fullgraph() -> None:
 
     torch.manual_seed(0)
     model = Block()
-    compiled = torch.compile(model, fullgraph=True)
-    x = random_tensor((2, 3, 9, 9), torch.float32, seed=41)
-    y_eager = model(x)
-    y_eager.square().sum().backward()
-    eager_grads = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
-    y_compiled = compiled(x)
-    y_compiled.square().sum().backward()
-    torch.testing.assert_close(y_compiled, y_eager)
-    for p, expected in zip(model.parameters(), eager_grads, strict=True):
-        torch.testing.assert_close(p.grad, expected)
+    assert_compiled_matches_eager(model, random_tensor((2, 3, 9, 9), torch.float32, seed=41))
 
 
 # ---- API: module, backends, errors --------------------------------------------

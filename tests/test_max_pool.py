@@ -13,6 +13,7 @@ from conftest import (
     FLOAT_DTYPES,
     TRITON_DEVICE,
     assert_close_to_reference,
+    assert_compiled_matches_eager,
     cpu_capability,
     native_cpu_context,
     random_tensor,
@@ -262,7 +263,6 @@ def test_opcheck(channels_last: bool) -> None:
 
 def test_torch_compile_fullgraph() -> None:
     require_native_cpu()
-    torch._dynamo.reset()
 
     class Block(torch.nn.Module):
         def __init__(self) -> None:
@@ -275,17 +275,7 @@ def test_torch_compile_fullgraph() -> None:
 
     torch.manual_seed(0)
     model = Block()
-    compiled = torch.compile(model, fullgraph=True)
-    x = random_tensor((2, 3, 15, 15), torch.float32, seed=92)
-    y_eager = model(x)
-    y_eager.square().sum().backward()
-    eager_grads = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
-    y_compiled = compiled(x)
-    y_compiled.square().sum().backward()
-    torch.testing.assert_close(y_compiled, y_eager)
-    for p, expected in zip(model.parameters(), eager_grads, strict=True):
-        torch.testing.assert_close(p.grad, expected)
+    assert_compiled_matches_eager(model, random_tensor((2, 3, 15, 15), torch.float32, seed=92))
 
 
 # ---- API: module, errors -------------------------------------------------------
