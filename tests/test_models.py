@@ -20,6 +20,16 @@ NET_RTOL, NET_ATOL = 1e-4, 1e-5
 
 
 def torchvision_alexnet(num_classes: int = 1000) -> nn.Module:
+    """``torchvision.models.alexnet`` itself when torchvision is installed (the test extra
+    installs it), else :func:`handwritten_torchvision_alexnet`."""
+    try:
+        import torchvision
+    except ImportError:
+        return handwritten_torchvision_alexnet(num_classes)
+    return torchvision.models.alexnet(weights=None, num_classes=num_classes)
+
+
+def handwritten_torchvision_alexnet(num_classes: int = 1000) -> nn.Module:
     """torchvision.models.alexnet's layout with plain PyTorch modules (no torchvision import)."""
 
     class Reference(nn.Module):
@@ -77,6 +87,18 @@ def test_alexnet_loads_torchvision_weights() -> None:
         x = random_tensor((1, 3, side, side), torch.float32, seed=side)
         with torch.no_grad():
             assert_net_close(ours(x), reference(x))
+
+
+def test_handwritten_reference_is_torchvision_alexnet() -> None:
+    """The fallback reference used without torchvision has torchvision's keys and outputs."""
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(11)
+    reference = torchvision.models.alexnet(weights=None, num_classes=7).eval()
+    handwritten = handwritten_torchvision_alexnet(7).eval()
+    handwritten.load_state_dict(reference.state_dict(), strict=True)
+    x = random_tensor((2, 3, 70, 70), torch.float32, seed=12)
+    with torch.no_grad():
+        torch.testing.assert_close(handwritten(x), reference(x), rtol=0, atol=0)
 
 
 # (constructor without dropout, input shape) for the same-weights backend comparison.
