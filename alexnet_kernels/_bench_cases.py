@@ -1,16 +1,35 @@
-"""The main job's cases: AlexNet's shapes per op, the accuracy check and the byte model.
+"""The main job's cases: AlexNet's shapes per op and end to end, the accuracy check and the
+byte model.
 
-Accuracy: our output and input-gradient against PyTorch's reference computed in
-float64 from the same (already rounded) inputs, with the per-dtype tolerances
-of :data:`alexnet_kernels.reference.TOLERANCES`. Dropout's mask is random, so
-its reference is the formula ``x * mask / (1 - p)`` with the op's own mask
-(``mask = y != 0``), and the fraction of kept elements must be close to 1 - p.
+A case builds :class:`Program` s — a callable with the tensors whose gradients
+its backward computes (x always; weights too for convolutions and networks) —
+for PyTorch (eager, and what torch.compile compiles), for ours on a backend, and
+for the float64 reference. Weights come from a fixed seed, so every program of a
+case holds the same (rounded) values.
+
+Accuracy: our output and every gradient against PyTorch's reference computed in
+float64 from the same rounded inputs and weights, with the per-dtype tolerances
+of :data:`alexnet_kernels.reference.TOLERANCES`. Convolutions sum many products
+per output, so their absolute tolerance is scaled by the reference's largest
+magnitude (as the tests do), and their reference backward uses our ReLU mask
+(y > 0). Dropout's mask is random, so its reference is the formula
+``x * mask / (1 - p)`` with the op's own mask (``mask = y != 0``), and the
+fraction of kept elements must be close to 1 - p.
+
+Networks run in eval mode (dropout off), so every provider computes the same
+function; training steps with dropout are in ``benchmarks/test_bench_models.py``.
+A network's error adds up seven layers' roundings and ReLU masks that flip where
+a pre-activation rounds across zero: in bfloat16 its gradients differ from
+float64 by about a quarter in norm, PyTorch's own network's as much (measured on
+alexnet). So network rows pass on each tensor's norm-wise relative error
+(``NETWORK_RTOL``): a gross-error check; the per-op rows are the precise ones.
 
 Byte model: the bytes that must cross memory for each kernel of a sequence,
 every tensor it reads read once and every tensor it writes written once. Ours
-is one kernel per direction; PyTorch eager is the kernel sequence listed in
-``_EAGER`` (taken from the profiler's aten ops for torch 2.14), each kernel at
-that same minimum, so eager's figure is a lower bound for eager too.
+is the kernel sequence in ``_OURS``, PyTorch eager's the one in ``_EAGER``
+(taken from the profiler's aten ops for torch 2.14), each kernel at that same
+minimum, so eager's figure is a lower bound for eager too. Whole networks have
+no byte model.
 """
 
 from __future__ import annotations
@@ -21,8 +40,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-from alexnet_kernels import ops, reference
+from alexnet_kernels import models, ops, reference
 from alexnet_kernels.ops.max_pool import pool_output_size
 
 LRN_PARAMS = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}  # the paper's
@@ -30,29 +50,113 @@ POOL_PARAMS = {"kernel_size": 3, "stride": 2}  # overlapping 3x3/2 pooling
 DROPOUT_P = 0.5
 _PARAMS: dict[str, dict[str, object]] = {
     "lrn": LRN_PARAMS, "max_pool2d": POOL_PARAMS, "dropout": {"p": DROPOUT_P}}
+NETWORKS: dict[str, Callable[..., torch.nn.Module]] = {
+    "alexnet": models.alexnet, "alexnet_paper": models.alexnet_paper}
+_WEIGHT_SEED = 1234
+# Norm-wise relative error allowed for a whole network's output and each gradient
+# (see the module docstring). PyTorch's own alexnet, batch 2, measured: 1.5e-6
+# (float32), 0.07 (float16), 0.23 (bfloat16) on its worst gradient.
+NETWORK_RTOL = {torch.float64: 1e-9, torch.float32: 2e-5, torch.float16: 0.15,
+                torch.bfloat16: 0.5}
+
+Fn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Conv:
+    """A convolution layer's hyper-parameters (the input channels are the case's)."""
+
+    out_channels: int
+    kernel_size: int
+    stride: int = 1
+    padding: int = 0
+    groups: int = 1
+
+
+@dataclass(frozen=True)
+class Program:
+    """A callable and the tensors (besides its input) whose gradients its backward gives."""
+
+    fn: Fn
+    params: tuple[torch.Tensor, ...] = ()
 
 
 @dataclass(frozen=True)
 class Case:
-    """One op at one of AlexNet's layer shapes (per sample, without the batch)."""
+    """One op at one of AlexNet's layer shapes, or a whole network (``op == "model"``,
+    ``layer`` naming it); ``shape`` is per sample, without the batch."""
 
     op: str
     layer: str
     shape: tuple[int, ...]
+    conv: Conv | None = None  # conv2d_relu only
 
     @property
     def name(self) -> str:
         return f"{self.op} {self.layer} {'x'.join(map(str, self.shape))}"
 
-    def reference(self) -> Callable[[torch.Tensor], torch.Tensor]:
+    def reference(self, device: torch.device, dtype: torch.dtype) -> Program:
         """PyTorch's implementation (eager, and what torch.compile compiles)."""
-        return functools.partial(getattr(reference, self.op), **_PARAMS[self.op])
+        return self._program("torch", device, dtype)
 
-    def ours(self, backend: str) -> Callable[[torch.Tensor], torch.Tensor]:
-        return functools.partial(getattr(ops, self.op), **_PARAMS[self.op], backend=backend)
+    def ours(self, backend: str, device: torch.device, dtype: torch.dtype) -> Program:
+        return self._program(backend, device, dtype)
+
+    def float64_reference(self, device: torch.device, dtype: torch.dtype) -> Program:
+        """PyTorch in float64 with ``dtype``'s rounded weights; for conv2d_relu the
+        convolution before the ReLU (see :func:`check_accuracy`)."""
+        if self.op == "conv2d_relu":
+            return self._conv_program(None, device, dtype, torch.float64)
+        return self._program("torch", device, dtype, compute_dtype=torch.float64)
+
+    def _program(self, backend: str, device: torch.device, dtype: torch.dtype,
+                 compute_dtype: torch.dtype | None = None) -> Program:
+        compute_dtype = compute_dtype or dtype
+        if self.op == "model":
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(_WEIGHT_SEED)
+                net = NETWORKS[self.layer](backend=backend)
+            net = net.to(dtype=dtype).to(device=device, dtype=compute_dtype).eval()
+            return Program(net, tuple(net.parameters()))
+        if self.op == "conv2d_relu":
+            return self._conv_program(backend, device, dtype, compute_dtype)
+        kwargs = _PARAMS[self.op]
+        if backend == "torch":
+            return Program(functools.partial(getattr(reference, self.op), **kwargs))
+        return Program(functools.partial(getattr(ops, self.op), **kwargs, backend=backend))
+
+    def _conv_program(self, backend: str | None, device: torch.device, dtype: torch.dtype,
+                      compute_dtype: torch.dtype) -> Program:
+        """conv2d+ReLU on ``backend``; backend None: the convolution alone."""
+        conv = self.conv
+        assert conv is not None, self.name
+        in_per_group = self.shape[0] // conv.groups
+        generator = torch.Generator().manual_seed(_WEIGHT_SEED)
+        fan_in = in_per_group * conv.kernel_size ** 2
+        weight = torch.randn(conv.out_channels, in_per_group, conv.kernel_size,
+                             conv.kernel_size, generator=generator, dtype=torch.float64)
+        bias = torch.randn(conv.out_channels, generator=generator, dtype=torch.float64)
+        # He-style scale keeps activations O(1), as in a trained network's layers.
+        params = tuple(t.to(dtype).to(device=device, dtype=compute_dtype).requires_grad_()
+                       for t in (weight * math.sqrt(2.0 / fan_in), bias * 0.1))
+        kwargs = {"weight": params[0], "bias": params[1], "stride": conv.stride,
+                  "padding": conv.padding, "groups": conv.groups}
+        if backend is None:
+            fn = functools.partial(F.conv2d, **kwargs)
+        elif backend == "torch":
+            fn = functools.partial(reference.conv2d_relu, **kwargs)
+        else:
+            fn = functools.partial(ops.conv2d_relu, **kwargs, backend=backend)
+        return Program(fn, params)
 
 
 CASES = (
+    # torchvision's five convolutions (the paper's differ in channel counts only).
+    Case("conv2d_relu", "conv1", (3, 224, 224), Conv(64, 11, 4, 2)),
+    Case("conv2d_relu", "conv2", (64, 27, 27), Conv(192, 5, padding=2)),
+    Case("conv2d_relu", "conv3", (192, 13, 13), Conv(384, 3, padding=1)),
+    Case("conv2d_relu", "conv4", (384, 13, 13), Conv(256, 3, padding=1)),
+    Case("conv2d_relu", "conv5", (256, 13, 13), Conv(256, 3, padding=1)),
     Case("lrn", "conv1", (96, 55, 55)),
     Case("lrn", "conv2", (256, 27, 27)),
     Case("max_pool2d", "pool1", (96, 55, 55)),
@@ -61,6 +165,8 @@ CASES = (
     Case("dropout", "conv1", (96, 55, 55)),
     Case("dropout", "fc6-input", (9216,)),
     Case("dropout", "fc7-input", (4096,)),
+    Case("model", "alexnet", (3, 224, 224)),
+    Case("model", "alexnet_paper", (3, 227, 227)),
 )
 
 
@@ -83,23 +189,28 @@ class Accuracy:
     dtype: str
     output_max_abs: float
     output_max_rel: float
-    grad_max_abs: float
+    grad_max_abs: float  # over the input-gradient and every weight gradient
     grad_max_rel: float
     keep_fraction: float | None  # dropout only
     passed: bool
 
 
-def _errors(actual: torch.Tensor, expected64: torch.Tensor,
-            tolerance: tuple[float, float]) -> tuple[float, float, bool]:
+def _errors(case: Case, actual: torch.Tensor, expected64: torch.Tensor
+            ) -> tuple[float, float, bool]:
     """Max abs error, max relative error (relative to max(|expected|, atol), so that
-    near-zero references do not blow it up) and whether every element is within
-    atol + rtol * |expected|."""
-    rtol, atol = tolerance
+    near-zero references do not blow it up) and whether ``actual`` passes (see the
+    module docstring)."""
+    rtol, atol = reference.TOLERANCES[actual.dtype]
     diff = (actual.double() - expected64).abs()
     if diff.numel() == 0:
         return 0.0, 0.0, True
     scale = expected64.abs()
-    passed = bool((diff <= atol + rtol * scale).all())  # NaN fails
+    if case.op == "model":
+        passed = bool(diff.norm() <= NETWORK_RTOL[actual.dtype] * expected64.norm())
+    else:
+        if case.op == "conv2d_relu":
+            atol = rtol * max(scale.max().item(), 1.0)
+        passed = bool((diff <= atol + rtol * scale).all())  # NaN fails
     return diff.max().item(), (diff / scale.clamp_min(atol)).max().item(), passed
 
 
@@ -108,33 +219,49 @@ def _keep_fraction_plausible(kept: float, n: int, p: float) -> bool:
     return abs(kept - (1.0 - p)) <= 6.0 * math.sqrt(p * (1.0 - p) / max(n, 1)) + 1.0 / max(n, 1)
 
 
-def _expected(case: Case, x: torch.Tensor, y: torch.Tensor, g: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor, float | None]:
-    """The float64 reference output and input-gradient for ours having produced y."""
+def _run(program: Program, x: torch.Tensor, g: torch.Tensor | None
+         ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    """Output, the gradients of (input, *params) for output gradient g, and g (normal
+    samples of a fixed seed if None)."""
+    xg = x.detach().clone().requires_grad_()
+    y = program.fn(xg)
+    if g is None:
+        g = torch.randn(y.shape, generator=torch.Generator().manual_seed(1),
+                        dtype=torch.float64).to(device=y.device, dtype=y.dtype)
+    grads = torch.autograd.grad(y, (xg, *program.params), g)
+    return y.detach(), list(grads), g
+
+
+def _expected(case: Case, x: torch.Tensor, y: torch.Tensor, g: torch.Tensor,
+              float64: Program) -> tuple[torch.Tensor, list[torch.Tensor], float | None]:
+    """The float64 reference output and gradients for ours having produced y."""
     if case.op == "dropout":
         # Ours draws its own mask: the reference applies that mask.
         mask = (y.detach() != 0).double()
         scale = 1.0 / (1.0 - DROPOUT_P)
-        return x.double() * mask * scale, g.double() * mask * scale, mask.mean().item()
-    x64 = x.double().requires_grad_()
-    y64 = case.reference()(x64)
-    y64.backward(g.double())
-    return y64.detach(), x64.grad, None
+        return x.double() * mask * scale, [g.double() * mask * scale], mask.mean().item()
+    if case.op == "conv2d_relu":
+        # The backward's ReLU mask is ours (y > 0): a pre-activation that rounds
+        # across zero in x's dtype would otherwise flip whole gradient terms.
+        pre64, grads64, _ = _run(float64, x.double(), g.double() * (y > 0))
+        return pre64.clamp_min(0), grads64, None
+    y64, grads64, _ = _run(float64, x.double(), g.double())
+    return y64, grads64, None
 
 
-def check_accuracy(case: Case, fn: Callable[[torch.Tensor], torch.Tensor], provider: str,
-                   x: torch.Tensor) -> Accuracy:
-    """Runs fn forward and backward on x and compares with the float64 reference."""
-    tolerance = reference.TOLERANCES[x.dtype]
-    xg = x.detach().clone().requires_grad_()
-    y = fn(xg)
-    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(1),
-                    dtype=torch.float64).to(device=y.device, dtype=y.dtype)
-    y.backward(g)
-    y64, grad64, kept = _expected(case, x, y, g)
-    out_abs, out_rel, out_ok = _errors(y.detach(), y64, tolerance)
-    grad_abs, grad_rel, grad_ok = _errors(xg.grad, grad64, tolerance)
-    passed = out_ok and grad_ok and (
+def check_accuracy(case: Case, ours: Program, provider: str, x: torch.Tensor,
+                   float64: Program | None = None) -> Accuracy:
+    """Runs ours forward and backward on x and compares with the float64 reference
+    (by default the case's own, with x's dtype's rounded weights)."""
+    float64 = float64 or case.float64_reference(x.device, x.dtype)
+    y, grads, g = _run(ours, x, None)
+    y64, grads64, kept = _expected(case, x, y, g, float64)
+    out_abs, out_rel, out_ok = _errors(case, y, y64)
+    grad_errors = [_errors(case, a, e)
+                   for a, e in zip(grads, grads64, strict=True)]
+    grad_abs = max((e[0] for e in grad_errors), default=0.0)
+    grad_rel = max((e[1] for e in grad_errors), default=0.0)
+    passed = out_ok and all(e[2] for e in grad_errors) and (
         kept is None or _keep_fraction_plausible(kept, y.numel(), DROPOUT_P))
     return Accuracy(case.name, provider, str(x.dtype).removeprefix("torch."), out_abs, out_rel,
                     grad_abs, grad_rel, kept, passed)
@@ -147,14 +274,29 @@ def check_accuracy(case: Case, fn: Callable[[torch.Tensor], torch.Tensor], provi
 #   X the op's input (and grad_x), Y its output (and grad_y), P LRN's input
 #   padded by size - 1 channels, I int64 indices per pooled output, A our
 #   uint8 argmax per pooled output, M a bool mask per element.
+#   W, B a convolution's weight and bias, G its masked output gradient.
 Kernel = tuple[str, str, str]
+_DEVICES = ("cpu", "cuda")
 
-_OURS: dict[str, tuple[list[Kernel], list[Kernel]]] = {
+# Backward of conv2d+ReLU as PyTorch runs it: mask grad_y with y > 0 (G), then
+# one convolution_backward for the three gradients.
+_CONV_RELU_BACKWARD = [("threshold_backward", "YY", "G"), ("convolution_backward", "GXW", "XWB")]
+
+_OURS: dict[tuple[str, str], tuple[list[Kernel], list[Kernel]]] = {
+    # CPU: oneDNN's convolution with the ReLU as its post-op; the backward is
+    # PyTorch's sequence (a hand-written one measured slower, see the README).
+    ("conv2d_relu", "cpu"): ([("conv2d_relu", "XWB", "Y")], _CONV_RELU_BACKWARD),
+    # CUDA: grad_x, grad_w and grad_b kernels each read grad_y and y (the mask).
+    ("conv2d_relu", "cuda"): ([("conv2d_relu", "XWB", "Y")],
+                              [("grad_x", "YYW", "X"), ("grad_w", "YYX", "W"),
+                               ("grad_b", "YY", "B")]),
     # The backward reads grad_y, x and y (saved by the forward, already in memory).
-    "lrn": ([("lrn", "X", "Y")], [("lrn_backward", "YXY", "X")]),
-    "max_pool2d": ([("max_pool2d", "X", "YA")], [("max_pool2d_backward", "YA", "X")]),
+    **{("lrn", d): ([("lrn", "X", "Y")], [("lrn_backward", "YXY", "X")]) for d in _DEVICES},
+    **{("max_pool2d", d): ([("max_pool2d", "X", "YA")], [("max_pool2d_backward", "YA", "X")])
+       for d in _DEVICES},
     # The mask is regenerated from (seed, offset) in the backward, never stored.
-    "dropout": ([("dropout", "X", "Y")], [("dropout (grad_y, same mask)", "Y", "X")]),
+    **{("dropout", d): ([("dropout", "X", "Y")], [("dropout (grad_y, same mask)", "Y", "X")])
+       for d in _DEVICES},
 }
 
 # PyTorch eager's kernels (aten ops under the profiler, torch 2.14). The LRN
@@ -178,6 +320,8 @@ _LRN_EAGER_BACKWARD = [
     ("mul g*x", "XX", "X"), ("mul g*x", "XX", "X"), ("add_", "XX", "X"), ("add_", "XX", "X"),
 ]
 _EAGER: dict[tuple[str, str], tuple[list[Kernel], list[Kernel]]] = {
+    **{("conv2d_relu", d): ([("convolution", "XWB", "Y"), ("relu", "Y", "Y")],
+                            _CONV_RELU_BACKWARD) for d in _DEVICES},
     ("lrn", "cpu"): (_LRN_EAGER_FORWARD, _LRN_EAGER_BACKWARD),
     ("lrn", "cuda"): (_LRN_EAGER_FORWARD, _LRN_EAGER_BACKWARD),
     # Forward writes int64 indices even under no_grad; the backward's zero-fill
@@ -209,6 +353,14 @@ def _tensor_bytes(case: Case, batch: int, itemsize: int) -> dict[str, int]:
         outputs = batch * case.shape[0] * math.prod(
             pool_output_size(n, kernel, stride, 0, 1, False) for n in case.shape[1:])
         sizes.update(Y=outputs * itemsize, I=outputs * 8, A=outputs)
+    elif case.op == "conv2d_relu":
+        conv = case.conv
+        assert conv is not None, case.name
+        outputs = batch * conv.out_channels * math.prod(
+            (n + 2 * conv.padding - conv.kernel_size) // conv.stride + 1 for n in case.shape[1:])
+        weights = conv.out_channels * case.shape[0] // conv.groups * conv.kernel_size ** 2
+        sizes.update(Y=outputs * itemsize, G=outputs * itemsize, W=weights * itemsize,
+                     B=conv.out_channels * itemsize)
     else:
         sizes["Y"] = sizes["X"]
     return sizes
@@ -227,10 +379,13 @@ def _bytes(kernels: list[Kernel], sizes: dict[str, int]) -> int:
     return sum(sizes[t] for _, read, written in kernels for t in read + written)
 
 
-def traffic(case: Case, batch: int, itemsize: int, device_type: str) -> Traffic:
-    """The byte model of ``case`` for a batch of ``itemsize``-byte elements."""
+def traffic(case: Case, batch: int, itemsize: int, device_type: str) -> Traffic | None:
+    """The byte model of ``case`` for a batch of ``itemsize``-byte elements (None for a
+    whole network)."""
+    if case.op == "model":
+        return None
     sizes = _tensor_bytes(case, batch, itemsize)
-    ours, eager = _OURS[case.op], _EAGER[(case.op, device_type)]
+    ours, eager = _OURS[(case.op, device_type)], _EAGER[(case.op, device_type)]
     directions = ("forward", "backward")
     return Traffic(
         ours={d: _bytes(k, sizes) for d, k in zip(directions, ours, strict=True)},

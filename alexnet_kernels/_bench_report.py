@@ -2,8 +2,8 @@
 
 One summary row per case and direction (forward, forward+backward): median
 and interquartile range of each provider, the speed-ups (baseline median /
-our median), the byte model (ours and PyTorch eager), and on a GPU our
-achieved bandwidth as a fraction of a device-to-device copy.
+our median), the byte model (ours and PyTorch eager; none for whole networks),
+and on a GPU our achieved bandwidth as a fraction of a device-to-device copy.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def _bytes_for(traffic: dict[str, int], direction: str) -> int:
     return traffic["forward"] + (traffic["backward"] if direction == "fwd+bwd" else 0)
 
 
-def summarize(samples: list[Samples], traffic: dict[str, Traffic], ours: list[str],
+def summarize(samples: list[Samples], traffic: dict[str, Traffic | None], ours: list[str],
               copy_gbs: float | None) -> list[dict[str, object]]:
     """One row per case and direction (see the module docstring)."""
     rows = []
@@ -38,13 +38,13 @@ def summarize(samples: list[Samples], traffic: dict[str, Traffic], ours: list[st
                 "case": case, "direction": direction,
                 "median_ms": {p: median(t) for p, t in times.items()},
                 "iqr_ms": {p: iqr(t) for p, t in times.items()},
-                "bytes_ours": _bytes_for(model.ours, direction),
-                "bytes_eager": _bytes_for(model.eager, direction),
+                "bytes_ours": model and _bytes_for(model.ours, direction),
+                "bytes_eager": model and _bytes_for(model.eager, direction),
             }
             ran = [o for o in ours if o in times]
             row["speedup"] = {f"{b}/{o}": row["median_ms"][b] / row["median_ms"][o]
                               for b in BASELINES if b in times for o in ran}
-            if copy_gbs is not None:
+            if copy_gbs is not None and model is not None:
                 row["bandwidth_of_copy"] = {
                     o: row["bytes_ours"] / (row["median_ms"][o] * 1e-3) / (copy_gbs * 1e9)
                     for o in ran}
@@ -67,7 +67,8 @@ def table_cells(summary: list[dict[str, object]]) -> tuple[list[str], list[list[
         cells += [f"{median[p]:#.3g} ±{spread[p]:.2g}" if p in median else "-"
                   for p in providers]
         cells += [f"{row['speedup'][r]:.2f}x" if r in row["speedup"] else "-" for r in ratios]
-        cells += [f"{row['bytes_ours'] / 1e6:.1f}", f"{row['bytes_eager'] / 1e6:.1f}"]
+        cells += ["-" if row[key] is None else f"{row[key] / 1e6:.1f}"
+                  for key in ("bytes_ours", "bytes_eager")]
         fractions = row.get("bandwidth_of_copy", {})
         cells += [f"{fractions[o]:.0%}" if o in fractions else "-" for o in bandwidth]
         rows.append(cells)
@@ -85,7 +86,8 @@ def _union(keys_per_row) -> list[str]:
 
 def render(accuracy: list[Accuracy], summary: list[dict[str, object]], title: str,
            console: Console) -> None:
-    table = Table(title="Accuracy against PyTorch's float64 reference (output, input-gradient)")
+    table = Table(title="Accuracy against PyTorch's float64 reference "
+                        "(output; gradients of the input and the weights)")
     for column in ("case", "provider", "dtype", "out abs", "out rel", "grad abs", "grad rel",
                    "kept", "result"):
         table.add_column(column)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-Fn = Callable[[torch.Tensor], torch.Tensor]
+from alexnet_kernels._bench_cases import Program
 
 
 @dataclass
@@ -55,19 +55,20 @@ def time_ms(fn: Callable[[], object], device: torch.device) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def _forward(fn: Fn, x: torch.Tensor) -> Callable[[], object]:
+def _forward(program: Program, x: torch.Tensor) -> Callable[[], object]:
     def run() -> None:
         with torch.no_grad():
-            fn(x)
+            program.fn(x)
     return run
 
 
-def _forward_backward(fn: Fn, x: torch.Tensor, grad: torch.Tensor) -> Callable[[], object]:
+def _forward_backward(program: Program, x: torch.Tensor, grad: torch.Tensor
+                      ) -> Callable[[], object]:
     xg = x.detach().clone().requires_grad_()
 
     def run() -> None:
-        fn(xg).backward(grad)
-        xg.grad = None
+        # autograd.grad: no .grad accumulation kernels in the timed region.
+        torch.autograd.grad(program.fn(xg), (xg, *program.params), grad)
     return run
 
 
@@ -86,15 +87,16 @@ def _drop_unsupported(runs: dict[str, tuple[Callable[[], object], Callable[[], o
     return errors
 
 
-def time_case(case: str, providers: dict[str, Fn], x: torch.Tensor, grad: torch.Tensor,
+def time_case(case: str, providers: dict[str, Program], x: torch.Tensor, grad: torch.Tensor,
               warmup: int, repeats: int, on_round: Callable[[], None]
               ) -> tuple[list[Samples], dict[str, str]]:
-    """Round-robin timing of ``providers`` on input x (grad: the gradient of the output).
+    """Round-robin timing of ``providers`` on input x (grad: the gradient of the output);
+    the backward computes the gradients of x and of each provider's params.
 
     Returns the samples of the providers that ran, and why the others did not.
     """
-    runs = {name: (_forward(fn, x), _forward_backward(fn, x, grad))
-            for name, fn in providers.items()}
+    runs = {name: (_forward(program, x), _forward_backward(program, x, grad))
+            for name, program in providers.items()}
     errors = _drop_unsupported(runs)
     samples = {name: Samples(case, name) for name in runs}
     names = list(runs)

@@ -3,17 +3,22 @@
     python -m alexnet_kernels.bench [--quick] [--batch N] [--repeats N] [--warmup N]
                                     [--dtype fp32|bf16] [--channels-last] [--out DIR]
 
-On the device present (CUDA when available, else the CPU), for LRN, max-pool
-and dropout at AlexNet's shapes (``alexnet_kernels._bench_cases``):
+On the device present (CUDA when available, else the CPU), for conv2d+ReLU, LRN,
+max-pool and dropout at AlexNet's shapes and for the alexnet and alexnet_paper
+networks end to end (``alexnet_kernels._bench_cases``):
 
-1. accuracy: max abs / max rel error of our output and input-gradient against
-   PyTorch's float64 reference, pass/fail per row with per-dtype tolerances;
+1. accuracy: max abs / max rel error of our output and gradients (input and
+   weights) against PyTorch's float64 reference, pass/fail per row with
+   per-dtype tolerances;
 2. timing: median and IQR of forward and forward+backward for PyTorch eager,
    ``torch.compile`` of the same PyTorch code, and ours (native; Triton too on
    CUDA), interleaved round-robin in this process after warm-up rounds;
 3. the speed-ups (eager/ours, compile/ours) next to the analytic bytes ours
-   and eager's kernel sequence must move (on a GPU, also our achieved
+   and eager's kernel sequence must move per op (on a GPU, also our achieved
    bandwidth as a fraction of a device-to-device copy).
+
+Networks take far longer per call than single ops, so they run a third of the
+rounds. ``--only`` selects cases by name (``--only conv2d_relu "model alexnet "``).
 
 Prints the tables and writes results.json (every sample, machine and build
 info), results.md and speedup.png into ``--out``. Exits 1 when a check fails.
@@ -24,7 +29,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -32,7 +36,15 @@ from rich.console import Console
 from rich.progress import Progress
 
 from alexnet_kernels import _bench_report, _extension, env_report
-from alexnet_kernels._bench_cases import CASES, Accuracy, Case, check_accuracy, make_input, traffic
+from alexnet_kernels._bench_cases import (
+    CASES,
+    Accuracy,
+    Case,
+    Program,
+    check_accuracy,
+    make_input,
+    traffic,
+)
 from alexnet_kernels._bench_timing import Samples, copy_bandwidth_gbs, time_case
 from alexnet_kernels.triton import triton_installed
 
@@ -52,6 +64,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--channels-last", action="store_true",
                         help="channels_last inputs for the 4-D cases")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--only", nargs="+", metavar="TEXT",
+                        help="run only the cases whose name contains one of these")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args(argv)
     defaults = (8, 5, 2) if args.quick else (32, 15, 3)
@@ -69,38 +83,59 @@ def our_backends(device: torch.device) -> dict[str, str]:
     return ours
 
 
-def _providers(case: Case, ours: dict[str, str], compile_: bool
-               ) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-    providers = {"eager": case.reference()}
+def _providers(case: Case, ours: dict[str, str], compile_: bool, device: torch.device,
+               dtype: torch.dtype) -> dict[str, Program]:
+    eager = case.reference(device, dtype)
+    providers = {"eager": eager}
     if compile_:
         # dynamic=False: a shape change recompiles instead of a slower dynamic-shape kernel.
-        providers["compile"] = torch.compile(case.reference(), dynamic=False)
-    return providers | {name: case.ours(backend) for name, backend in ours.items()}
+        providers["compile"] = Program(torch.compile(eager.fn, dynamic=False), eager.params)
+    return providers | {name: case.ours(backend, device, dtype) for name, backend in ours.items()}
 
 
-def run(args: argparse.Namespace, device: torch.device, console: Console
+def rounds(case: Case, args: argparse.Namespace) -> tuple[int, int]:
+    """(warm-up, timed) rounds for ``case``: a third (rounded up) for whole networks."""
+    if case.op != "model":
+        return args.warmup, args.repeats
+    return -(-args.warmup // 3), -(-args.repeats // 3)
+
+
+def selected_cases(patterns: list[str] | None) -> list[Case]:
+    """The cases whose name contains one of ``patterns`` (all when None)."""
+    cases = [c for c in CASES if patterns is None or any(p in c.name for p in patterns)]
+    if not cases:
+        raise SystemExit(f"--only {patterns}: no case matches; the cases are: "
+                         + ", ".join(c.name for c in CASES))
+    return cases
+
+
+def run(args: argparse.Namespace, cases: list[Case], device: torch.device, console: Console
         ) -> tuple[list[Accuracy], list[Samples], dict[str, dict[str, str]]]:
     """Accuracy rows, timing samples, and per case the providers that could not run."""
     dtype, ours = DTYPES[args.dtype], our_backends(device)
     accuracy, samples, unsupported = [], [], {}
+    total = sum(len(ours) + sum(rounds(case, args)) for case in cases)
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("verifying and timing",
-                                 total=len(CASES) * (len(ours) + args.warmup + args.repeats))
-        for case in CASES:
+        task = progress.add_task("verifying and timing", total=total)
+        for case in cases:
+            progress.update(task, description=f"verifying {case.name}")
             x = make_input(case, min(args.batch, ACCURACY_BATCH), dtype, args.channels_last,
                            device)
+            float64 = case.float64_reference(device, dtype)
             for name, backend in ours.items():
-                accuracy.append(check_accuracy(case, case.ours(backend), name, x))
+                accuracy.append(check_accuracy(case, case.ours(backend, device, dtype), name, x,
+                                               float64))
                 progress.advance(task)
-        for case in CASES:
+        for case in cases:
             progress.update(task, description=f"timing {case.name}")
             torch._dynamo.reset()  # each case compiles afresh, with no other case's guards
             x = make_input(case, args.batch, dtype, args.channels_last, device)
-            providers = _providers(case, ours, not args.no_compile)
+            providers = _providers(case, ours, not args.no_compile, device, dtype)
             with torch.no_grad():
-                grad = torch.randn_like(providers["ours"](x))
-            case_samples, errors = time_case(case.name, providers, x, grad, args.warmup,
-                                             args.repeats, lambda: progress.advance(task))
+                # Ours, not eager: eager has no bfloat16 LRN on the CPU.
+                grad = torch.randn_like(providers[next(iter(ours))].fn(x))
+            case_samples, errors = time_case(case.name, providers, x, grad, *rounds(case, args),
+                                             lambda: progress.advance(task))
             samples += case_samples
             if errors:
                 unsupported[case.name] = errors
@@ -114,11 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     # Piped output gets rich's 80 columns, too narrow for the timing table.
     console = Console(width=None if sys.stdout.isatty() else 150)
     torch.manual_seed(0)
-    accuracy, samples, unsupported = run(args, device, console)
+    cases = selected_cases(args.only)
+    accuracy, samples, unsupported = run(args, cases, device, console)
     copy_gbs = copy_bandwidth_gbs(device) if device.type == "cuda" else None
     itemsize = DTYPES[args.dtype].itemsize
-    models = {c.name: traffic(c, args.batch, itemsize, device.type) for c in CASES}
-    summary = _bench_report.summarize(samples, models, list(our_backends(device)), copy_gbs)
+    byte_models = {c.name: traffic(c, args.batch, itemsize, device.type) for c in cases}
+    summary = _bench_report.summarize(samples, byte_models, list(our_backends(device)),
+                                      copy_gbs)
     machine = env_report.collect()
     device_name = (machine["gpu"] or {}).get("name") or machine["processor"]
     title = (f"{device_name}, {args.dtype}, batch {args.batch}, "
@@ -131,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     record = {"machine": machine, "device": str(device), "device_name": device_name,
               "settings": settings, "copy_bandwidth_gbs": copy_gbs, "unsupported": unsupported,
-              "traffic": {name: dataclasses.asdict(m) for name, m in models.items()},
+              "traffic": {name: m and dataclasses.asdict(m) for name, m in byte_models.items()},
               "samples": [dataclasses.asdict(s) for s in samples]}
     paths = _bench_report.write(args.out, record, summary, accuracy, title)
     console.print("wrote " + ", ".join(map(str, paths)))
