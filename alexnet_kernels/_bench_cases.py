@@ -151,12 +151,14 @@ class Case:
 
 
 CASES = (
-    # torchvision's five convolutions (the paper's differ in channel counts only).
+    # torchvision's five convolutions.
     Case("conv2d_relu", "conv1", (3, 224, 224), Conv(64, 11, 4, 2)),
     Case("conv2d_relu", "conv2", (64, 27, 27), Conv(192, 5, padding=2)),
     Case("conv2d_relu", "conv3", (192, 13, 13), Conv(384, 3, padding=1)),
     Case("conv2d_relu", "conv4", (384, 13, 13), Conv(256, 3, padding=1)),
     Case("conv2d_relu", "conv5", (256, 13, 13), Conv(256, 3, padding=1)),
+    # The paper's conv2 with its two-GPU grouping.
+    Case("conv2d_relu", "paper-conv2-grouped", (96, 27, 27), Conv(256, 5, padding=2, groups=2)),
     Case("lrn", "conv1", (96, 55, 55)),
     Case("lrn", "conv2", (256, 27, 27)),
     Case("max_pool2d", "pool1", (96, 55, 55)),

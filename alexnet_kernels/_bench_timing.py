@@ -42,28 +42,30 @@ def iqr(samples: list[float]) -> float:
     return q3 - q1
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def time_ms(fn: Callable[[], object], device: torch.device) -> float:
-    _synchronize(device)
+    synchronize(device)
     start = time.perf_counter()
     fn()
-    _synchronize(device)
+    synchronize(device)
     return (time.perf_counter() - start) * 1e3
 
 
-def _forward(program: Program, x: torch.Tensor) -> Callable[[], object]:
+def forward_call(program: Program, x: torch.Tensor) -> Callable[[], object]:
+    """program(x) without autograd, as a call with no arguments."""
     def run() -> None:
         with torch.no_grad():
             program.fn(x)
     return run
 
 
-def _forward_backward(program: Program, x: torch.Tensor, grad: torch.Tensor
-                      ) -> Callable[[], object]:
+def forward_backward_call(program: Program, x: torch.Tensor, grad: torch.Tensor
+                          ) -> Callable[[], object]:
+    """program(x) and the gradients of x and program.params for output gradient grad."""
     xg = x.detach().clone().requires_grad_()
 
     def run() -> None:
@@ -95,7 +97,7 @@ def time_case(case: str, providers: dict[str, Program], x: torch.Tensor, grad: t
 
     Returns the samples of the providers that ran, and why the others did not.
     """
-    runs = {name: (_forward(program, x), _forward_backward(program, x, grad))
+    runs = {name: (forward_call(program, x), forward_backward_call(program, x, grad))
             for name, program in providers.items()}
     errors = _drop_unsupported(runs)
     samples = {name: Samples(case, name) for name in runs}

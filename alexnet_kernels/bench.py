@@ -83,14 +83,21 @@ def our_backends(device: torch.device) -> dict[str, str]:
     return ours
 
 
-def _providers(case: Case, ours: dict[str, str], compile_: bool, device: torch.device,
-               dtype: torch.dtype) -> dict[str, Program]:
-    eager = case.reference(device, dtype)
-    providers = {"eager": eager}
-    if compile_:
+def make_program(case: Case, provider: str, device: torch.device, dtype: torch.dtype
+                 ) -> Program:
+    """Provider "eager", "compile" (torch.compile of eager's code) or one of
+    :func:`our_backends`' names, for ``case``."""
+    if provider in ("eager", "compile"):
+        eager = case.reference(device, dtype)
+        if provider == "eager":
+            return eager
         # dynamic=False: a shape change recompiles instead of a slower dynamic-shape kernel.
-        providers["compile"] = Program(torch.compile(eager.fn, dynamic=False), eager.params)
-    return providers | {name: case.ours(backend, device, dtype) for name, backend in ours.items()}
+        return Program(torch.compile(eager.fn, dynamic=False), eager.params)
+    return case.ours(our_backends(device)[provider], device, dtype)
+
+
+def provider_names(device: torch.device, compile_: bool = True) -> list[str]:
+    return ["eager", *(["compile"] if compile_ else []), *our_backends(device)]
 
 
 def rounds(case: Case, args: argparse.Namespace) -> tuple[int, int]:
@@ -130,7 +137,8 @@ def run(args: argparse.Namespace, cases: list[Case], device: torch.device, conso
             progress.update(task, description=f"timing {case.name}")
             torch._dynamo.reset()  # each case compiles afresh, with no other case's guards
             x = make_input(case, args.batch, dtype, args.channels_last, device)
-            providers = _providers(case, ours, not args.no_compile, device, dtype)
+            providers = {name: make_program(case, name, device, dtype)
+                         for name in provider_names(device, not args.no_compile)}
             with torch.no_grad():
                 # Ours, not eager: eager has no bfloat16 LRN on the CPU.
                 grad = torch.randn_like(providers[next(iter(ours))].fn(x))

@@ -1,11 +1,12 @@
-"""End to end on the CPU: AlexNet inference and training steps, images per second.
+"""End to end: AlexNet inference and training steps, images per second.
 
 Providers, with the same weights and inputs: eager (the network built with
 ``backend="torch"``, i.e. PyTorch's own ops — the reference the tests use),
-``torch.compile`` of that network, and ours (``backend="native"``). A training
-step is forward, cross-entropy loss, backward and an SGD step with momentum.
-Whole networks take about a second per step on a small CPU, so these run few
-rounds; AK_BENCH_MODEL_BATCH (default 16) sets their batch.
+``torch.compile`` of that network, and ours (``backend="native"``; and
+``"triton"`` on CUDA). A training step is forward, cross-entropy loss, backward
+and an SGD step with momentum. Whole networks take about a second per step on a
+small CPU, so these run few rounds; AK_BENCH_MODEL_BATCH (default 16) sets their
+batch. Device, dtype and layout follow bench_utils' settings.
 """
 
 from __future__ import annotations
@@ -15,37 +16,38 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from bench_utils import run
+from bench_utils import CHANNELS_LAST, DEVICE, DTYPE, PROVIDERS, run, synchronized
 
-from alexnet_kernels import models
+from alexnet_kernels import bench
+from alexnet_kernels._bench_cases import NETWORKS
 
 BATCH = int(os.environ.get("AK_BENCH_MODEL_BATCH", "16"))
 ROUNDS = 3
-# Network constructor and input side.
-NETWORKS = {
-    "alexnet": (models.alexnet, 224),
-    "alexnet_paper": (models.alexnet_paper, 227),
-}
-PROVIDERS = ("eager", "compile", "ours")
+INPUT_SIDE = {"alexnet": 224, "alexnet_paper": 227}
 
 
 def _network(name: str, provider: str) -> torch.nn.Module:
-    build, _ = NETWORKS[name]
     torch.manual_seed(0)
-    model = build(backend="native" if provider == "ours" else "torch")
+    backend = "torch" if provider in ("eager", "compile") else bench.our_backends(DEVICE)[provider]
+    model = NETWORKS[name](backend=backend).to(device=DEVICE, dtype=DTYPE)
+    if CHANNELS_LAST:
+        model = model.to(memory_format=torch.channels_last)
     return torch.compile(model) if provider == "compile" else model
 
 
 def _inputs(name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    side = NETWORKS[name][1]
+    side = INPUT_SIDE[name]
     generator = torch.Generator().manual_seed(1)
     images = torch.randn(BATCH, 3, side, side, generator=generator)
     labels = torch.randint(0, 1000, (BATCH,), generator=generator)
-    return images, labels
+    images = images.to(device=DEVICE, dtype=DTYPE)
+    if CHANNELS_LAST:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, labels.to(DEVICE)
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-@pytest.mark.parametrize("name", list(NETWORKS))
+@pytest.mark.parametrize("name", list(INPUT_SIDE))
 def test_inference(benchmark, name: str, provider: str) -> None:
     model = _network(name, provider).eval()
     images, _ = _inputs(name)
@@ -54,12 +56,12 @@ def test_inference(benchmark, name: str, provider: str) -> None:
         with torch.no_grad():
             model(images)
 
-    run(benchmark, infer, f"inference-{name}", rounds=ROUNDS, dtype="float32", batch=BATCH,
-        images_per_call=BATCH)
+    run(benchmark, synchronized(infer), f"inference-{name}", rounds=ROUNDS, provider=provider,
+        model_batch=BATCH, images_per_call=BATCH)
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-@pytest.mark.parametrize("name", list(NETWORKS))
+@pytest.mark.parametrize("name", list(INPUT_SIDE))
 def test_training_step(benchmark, name: str, provider: str) -> None:
     model = _network(name, provider).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
@@ -70,5 +72,5 @@ def test_training_step(benchmark, name: str, provider: str) -> None:
         F.cross_entropy(model(images), labels).backward()
         optimizer.step()
 
-    run(benchmark, step, f"training-step-{name}", rounds=ROUNDS, dtype="float32", batch=BATCH,
-        images_per_call=BATCH)
+    run(benchmark, synchronized(step), f"training-step-{name}", rounds=ROUNDS,
+        provider=provider, model_batch=BATCH, images_per_call=BATCH)

@@ -33,7 +33,12 @@ step env "$PYTHON" -m alexnet_kernels.env_report --json
 step tests "$PYTHON" -m pytest tests -q
 step benchmarks "$PYTHON" -m pytest benchmarks/ --benchmark-only \
     --benchmark-json "$OUT/benchmarks.json"
+step benchmarks-bf16 env AK_BENCH_DTYPE=bf16 AK_BENCH_LAYOUT=channels_last \
+    "$PYTHON" -m pytest benchmarks/ --benchmark-only \
+    --benchmark-json "$OUT/benchmarks-bf16-channels-last.json"
 step main-job "$PYTHON" -m alexnet_kernels.bench --out "$OUT/main-job"
+step main-job-bf16 "$PYTHON" -m alexnet_kernels.bench --dtype bf16 --channels-last \
+    --out "$OUT/main-job-bf16"
 
 echo "outputs in $OUT"
 if (( ${#failed[@]} )); then
