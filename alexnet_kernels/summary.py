@@ -1,7 +1,8 @@
 """Per-layer summaries of a model: ``torchinfo`` when asked for, else a table of our own.
 
-``python -m alexnet_kernels.summary --variant alexnet|paper|paper-grouped|cifar|bn``
-prints the table for one of :mod:`alexnet_kernels.models`' networks.
+``python -m alexnet_kernels.summary --variant alexnet|paper|paper-grouped|cifar|bn
+[--torchinfo]`` prints the table for one of :mod:`alexnet_kernels.models`'
+networks (torchinfo is the optional extra ``alexnet-kernels[summary]``).
 """
 
 from __future__ import annotations
@@ -36,14 +37,16 @@ class LayerRow:
 
 
 def _mult_adds(module: nn.Module, output: torch.Tensor) -> int:
-    """Multiply-adds of a convolution ((N, Cout, H, W) output) or Linear layer; 0 otherwise."""
+    """Multiply-adds of a convolution ((N, Cout, H, W) output) or Linear layer, 0 for
+    other layers; a bias add counts as one, as torchinfo counts it."""
     if isinstance(module, nn.Conv2d):
         per_output = module.in_channels // module.groups * module.kernel_size[0] \
             * module.kernel_size[1]
-        return output.numel() * per_output
-    if isinstance(module, nn.Linear):
-        return output.numel() * module.in_features
-    return 0
+    elif isinstance(module, nn.Linear):
+        per_output = module.in_features
+    else:
+        return 0
+    return output.numel() * (per_output + (module.bias is not None))
 
 
 def layer_rows(model: nn.Module, input_size: tuple[int, ...]) -> list[LayerRow]:
@@ -111,9 +114,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", choices=list(VARIANTS), default="alexnet")
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--torchinfo", action="store_true", help="torchinfo's table")
     args = parser.parse_args(argv)
     build, side = VARIANTS[args.variant]
-    summary(build(), (args.batch, 3, side, side))
+    result = summary(build(), (args.batch, 3, side, side), use_torchinfo=args.torchinfo)
+    if args.torchinfo:
+        print(result)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -250,20 +251,29 @@ def test_summary_table_matches_seed(capsys: pytest.CaptureFixture[str]) -> None:
     assert by_name["layer1.3"].output_shape == (1, 96, 26, 26)
     assert by_name["flatten"].output_shape == (1, 6400)
     assert sum(row.params for row in rows) == 46_762_051
-    # torchinfo reports 1.01 G multiply-adds for this network.
+    # The seed's summary (torchinfo's) reports 1.01 G multiply-adds for this network.
     assert round(sum(row.mult_adds for row in rows) / 1e9, 2) == 1.01
     assert "46,762,051" in capsys.readouterr().out
 
 
-def test_summary_torchinfo_missing_says_how_to_install() -> None:
-    pytest.importorskip("rich")
-    try:
-        import torchinfo  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("torchinfo is installed")
+def test_summary_torchinfo_missing_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     from alexnet_kernels.summary import summary
 
+    monkeypatch.setitem(sys.modules, "torchinfo", None)  # makes the import fail
     with pytest.raises(ImportError, match="pip install torchinfo"):
         summary(models.alexnet_cifar(), (1, 3, 32, 32), use_torchinfo=True)
+
+
+@pytest.mark.parametrize("variant", ["paper-grouped", "cifar"])
+def test_summary_agrees_with_torchinfo(variant: str) -> None:
+    """Our table's shapes, parameters and multiply-adds are torchinfo's (a test extra)."""
+    from alexnet_kernels.summary import VARIANTS, layer_rows, summary
+
+    build, side = VARIANTS[variant]
+    model = build()
+    ours = layer_rows(model, (2, 3, side, side))
+    theirs = summary(model, (2, 3, side, side), use_torchinfo=True)
+    assert theirs.total_params == sum(p.numel() for p in model.parameters())
+    assert theirs.total_mult_adds == sum(row.mult_adds for row in ours)
+    leaves = [layer for layer in theirs.summary_list if layer.is_leaf_layer]
+    assert [tuple(layer.output_size) for layer in leaves] == [row.output_shape for row in ours]
