@@ -1,4 +1,5 @@
-"""Triton kernels, one module per op (``lrn.py``, ``max_pool.py``, ``dropout.py``).
+"""Triton kernels, one module per op (``lrn.py``, ``max_pool.py``, ``dropout.py``,
+``conv2d_relu.py``).
 
 Each op module registers its kernels as ``torch.library.triton_op`` ops with
 autograd (so ``torch.compile`` sees through them) and lists them in
@@ -66,4 +67,4 @@ class AotKernel:
 
 # Modules that define AOT_KERNELS, for scripts/triton_aot_report.py.
 OP_MODULES = ("alexnet_kernels.triton.lrn", "alexnet_kernels.triton.max_pool",
-              "alexnet_kernels.triton.dropout")
+              "alexnet_kernels.triton.dropout", "alexnet_kernels.triton.conv2d_relu")
