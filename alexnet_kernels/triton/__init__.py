@@ -54,7 +54,8 @@ class AotKernel:
 
     ``signature`` maps each argument of ``fn`` to a Triton type ("*fp32", "i32",
     "i64", "fp32", ..., or "constexpr"); ``constexprs`` gives the constexpr values
-    (block sizes of one autotune config, dtype switches).
+    (block sizes of one autotune config, dtype switches). ``tensor_cores`` marks a
+    kernel whose SASS must contain tensor-core instructions (the report checks it).
     """
 
     name: str
@@ -63,6 +64,7 @@ class AotKernel:
     constexprs: dict[str, Any]
     num_warps: int
     num_stages: int = 1
+    tensor_cores: bool = False
 
 
 # Modules that define AOT_KERNELS, for scripts/triton_aot_report.py.

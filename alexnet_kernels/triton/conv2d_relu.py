@@ -488,6 +488,7 @@ def _aot_kernels() -> list[AotKernel]:
                     constexprs=constexprs,
                     num_warps=config.num_warps,
                     num_stages=config.num_stages,
+                    tensor_cores=True,
                 ))
     return kernels
 
