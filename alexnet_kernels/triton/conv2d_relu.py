@@ -39,14 +39,13 @@ from alexnet_kernels.triton import AotKernel, autotune_configs, interpreting
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
-# Tiles of 64 to 128 rows and columns keep the tensor cores fed while the fp32
-# accumulator stays within 64 registers per thread; three stages overlap the
-# gathered loads of the next K step with the current dot.
+# The gathered operand tiles need an index and a mask per element on top of the
+# fp32 accumulator: at 4 warps every tile larger than 64x64 spills on sm_80 or
+# sm_90 (scripts/triton_aot_report.py), so the large tiles take 8 warps. Three
+# stages overlap the gathered loads of the next K steps with the current dot.
 _CONFIGS = [
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=3),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=8, num_stages=3),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32}, num_warps=8, num_stages=3),
 ]
 # Few, large programs: the interpreter's cost is per program and per K step.
 _DEFAULT = triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128}, num_warps=8)
