@@ -8,6 +8,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+# Triton's interpreter runs tl.dot as numpy matmuls of small tiles; OpenBLAS
+# threads on a busy shared machine make each one about 500x slower than one
+# thread does. Read when numpy loads (torch imports it below).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import pytest
 import torch
 

@@ -114,23 +114,22 @@ VARIANTS = {
 }
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
-def test_native_matches_torch_backend(variant: str) -> None:
-    """Same weights on the compiled kernels and on PyTorch's: eval outputs, train loss and grads."""
-    require_native_cpu()
+def check_backend_matches_torch(variant: str, backend: str, device: str = "cpu") -> None:
+    """Same weights on `backend`'s kernels and on PyTorch's (a VARIANTS network on `device`):
+    eval outputs, and train-mode loss and parameter gradients."""
     build, shape = VARIANTS[variant]
     torch.manual_seed(1)
-    ours = build(backend="native")
-    reference = build(backend="torch")
+    ours = build(backend=backend).to(device)
+    reference = build(backend="torch").to(device)
     reference.load_state_dict(ours.state_dict(), strict=True)
-    x = random_tensor(shape, torch.float32, seed=2)
+    x = random_tensor(shape, torch.float32, seed=2).to(device)
 
     ours.eval(), reference.eval()
     with torch.no_grad():
         assert_net_close(ours(x), reference(x))
 
     ours.train(), reference.train()
-    target = torch.arange(shape[0]) % 3
+    target = (torch.arange(shape[0]) % 3).to(device)
     losses = []
     for model in (ours, reference):
         model.zero_grad()
@@ -144,6 +143,12 @@ def test_native_matches_torch_backend(variant: str) -> None:
     for (name, p), q in zip(ours.named_parameters(), reference.parameters(), strict=True):
         assert p.grad is not None, name
         assert_net_close(p.grad, q.grad, scale=scale)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_native_matches_torch_backend(variant: str) -> None:
+    require_native_cpu()
+    check_backend_matches_torch(variant, "native")
 
 
 def keras_same_reference(model: models.AlexNet, x: torch.Tensor) -> torch.Tensor:

@@ -30,22 +30,25 @@ def _dropout_modules(model: nn.Module) -> list[tuple[nn.Module, str, ak.nn.Dropo
             for name, child in parent.named_children() if isinstance(child, ak.nn.Dropout)]
 
 
-@pytest.mark.parametrize("variant", ["alexnet", "paper-grouped"])
-def test_train_mode_matches_pytorch_with_the_same_dropout_masks(variant: str) -> None:
-    """Loss and every parameter gradient of the network on our kernels equal those of
-    the same network on PyTorch's ops, when PyTorch's dropout replays our masks."""
-    require_native_cpu()
-    build, shape = {
-        "alexnet": (lambda **kw: models.alexnet(10, **kw), (2, 3, 63, 63)),
-        "paper-grouped": (lambda **kw: models.alexnet_paper(10, groups=2, **kw),
-                          (2, 3, 227, 227)),
-    }[variant]
+# (constructor, input shape) of the networks trained with dropout against PyTorch's.
+TRAIN_VARIANTS = {
+    "alexnet": (lambda **kw: models.alexnet(10, **kw), (2, 3, 63, 63)),
+    "paper-grouped": (lambda **kw: models.alexnet_paper(10, groups=2, **kw), (2, 3, 227, 227)),
+    "cifar": (lambda **kw: models.alexnet_cifar(10, **kw), (2, 3, 32, 32)),
+}
+
+
+def check_train_step_matches_pytorch(variant: str, backend: str, device: str = "cpu") -> None:
+    """Loss and every parameter gradient of a TRAIN_VARIANTS network on `backend`'s kernels
+    equal those of the same network on PyTorch's ops, when PyTorch's dropout replays our
+    masks."""
+    build, shape = TRAIN_VARIANTS[variant]
     torch.manual_seed(3)
-    ours = build(backend="native").train()
-    reference = build(backend="torch").train()
+    ours = build(backend=backend).train().to(device)
+    reference = build(backend="torch").train().to(device)
     reference.load_state_dict(ours.state_dict(), strict=True)
-    x = random_tensor(shape, torch.float32, seed=4)
-    target = torch.tensor([1, 7])
+    x = random_tensor(shape, torch.float32, seed=4).to(device)
+    target = torch.tensor([1, 7], device=device)
 
     # Where dropout's input is 0 (after ReLU) the recorded mask reads 0; the ReLU
     # before it passes no gradient there, so the gradients do not depend on it.
@@ -73,6 +76,12 @@ def test_train_mode_matches_pytorch_with_the_same_dropout_masks(variant: str) ->
     for (name, p), q in zip(ours.named_parameters(), reference.parameters(), strict=True):
         assert p.grad is not None, name
         assert_net_close(p.grad, q.grad, scale=scale)
+
+
+@pytest.mark.parametrize("variant", ["alexnet", "paper-grouped"])
+def test_train_mode_matches_pytorch_with_the_same_dropout_masks(variant: str) -> None:
+    require_native_cpu()
+    check_train_step_matches_pytorch(variant, "native")
 
 
 def _digits_32x32() -> tuple[torch.Tensor, torch.Tensor]:

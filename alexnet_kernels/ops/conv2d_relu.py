@@ -13,7 +13,7 @@ tensors ``auto`` uses the reference, and asking for them is an error.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,7 @@ from alexnet_kernels import _extension, backends, reference
 
 _OP = "alexnet_kernels::conv2d_relu"
 _BACKWARD_OP = "alexnet_kernels::conv2d_relu_backward"
-_IMPLEMENTED = ("native", "torch")
+_IMPLEMENTED = ("native", "triton", "torch")
 # Devices with a compiled kernel for this op.
 _NATIVE_DEVICES = ("cpu",)
 
@@ -130,6 +130,12 @@ def conv2d_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     if chosen == "torch":
         y = reference.conv2d_relu(x4, weight, bias, stride_pair, padding_pair, dilation_pair,
                                   groups)
+    elif chosen == "triton":
+        # Imported here so that importing the package never imports triton.
+        from alexnet_kernels.triton import conv2d_relu as triton_conv2d_relu
+
+        y = triton_conv2d_relu.conv2d_relu(x4, weight, bias, list(stride_pair),
+                                           list(padding_pair), list(dilation_pair), int(groups))
     else:
         y = torch.ops.alexnet_kernels.conv2d_relu(x4, weight, bias, list(stride_pair),
                                                   list(padding_pair), list(dilation_pair),
@@ -151,24 +157,32 @@ def _conv2d_relu_backward_fake(grad_y, x, weight, y, stride, padding, dilation, 
     return tuple(g if g is not None else x.new_empty(0) for g in grads)
 
 
-def _setup_context(ctx, inputs, output) -> None:
+def setup_context(ctx, inputs, output) -> None:
+    """Autograd context of a conv2d_relu op (x, weight, bias, stride, padding, dilation, groups)."""
     x, weight, bias, stride, padding, dilation, groups = inputs
     ctx.save_for_backward(x, weight, output)
     ctx.arguments = (stride, padding, dilation, groups)
     ctx.has_bias = bias is not None
 
 
-def _backward(ctx, grad_y: torch.Tensor):
-    x, weight, y = ctx.saved_tensors
-    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1],
-            ctx.has_bias and ctx.needs_input_grad[2]]
-    grad_x, grad_w, grad_b = torch.ops.alexnet_kernels.conv2d_relu_backward(
-        grad_y, x, weight, y, *ctx.arguments, mask)
-    return (grad_x if mask[0] else None, grad_w if mask[1] else None,
-            grad_b if mask[2] else None, None, None, None, None)
+def backward_through(backward_op: Callable) -> Callable:
+    """The autograd backward of a conv2d_relu op whose backward op takes (grad_y, x, weight,
+    y, stride, padding, dilation, groups, output_mask); only requested gradients are computed."""
+
+    def backward(ctx, grad_y: torch.Tensor):
+        x, weight, y = ctx.saved_tensors
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1],
+                ctx.has_bias and ctx.needs_input_grad[2]]
+        grad_x, grad_w, grad_b = backward_op(grad_y, x, weight, y, *ctx.arguments, mask)
+        return (grad_x if mask[0] else None, grad_w if mask[1] else None,
+                grad_b if mask[2] else None, None, None, None, None)
+
+    return backward
 
 
 if _extension.is_loaded():
     torch.library.register_fake(_OP)(_conv2d_relu_fake)
     torch.library.register_fake(_BACKWARD_OP)(_conv2d_relu_backward_fake)
-    torch.library.register_autograd(_OP, _backward, setup_context=_setup_context)
+    torch.library.register_autograd(
+        _OP, backward_through(torch.ops.alexnet_kernels.conv2d_relu_backward),
+        setup_context=setup_context)

@@ -1,4 +1,5 @@
-"""Triton kernels, one module per op (``lrn.py``, ``max_pool.py``, ``dropout.py``).
+"""Triton kernels, one module per op (``lrn.py``, ``max_pool.py``, ``dropout.py``,
+``conv2d_relu.py``).
 
 Each op module registers its kernels as ``torch.library.triton_op`` ops with
 autograd (so ``torch.compile`` sees through them) and lists them in
@@ -53,7 +54,8 @@ class AotKernel:
 
     ``signature`` maps each argument of ``fn`` to a Triton type ("*fp32", "i32",
     "i64", "fp32", ..., or "constexpr"); ``constexprs`` gives the constexpr values
-    (block sizes of one autotune config, dtype switches).
+    (block sizes of one autotune config, dtype switches). ``tensor_cores`` marks a
+    kernel whose SASS must contain tensor-core instructions (the report checks it).
     """
 
     name: str
@@ -62,8 +64,9 @@ class AotKernel:
     constexprs: dict[str, Any]
     num_warps: int
     num_stages: int = 1
+    tensor_cores: bool = False
 
 
 # Modules that define AOT_KERNELS, for scripts/triton_aot_report.py.
 OP_MODULES = ("alexnet_kernels.triton.lrn", "alexnet_kernels.triton.max_pool",
-              "alexnet_kernels.triton.dropout")
+              "alexnet_kernels.triton.dropout", "alexnet_kernels.triton.conv2d_relu")
