@@ -2,7 +2,6 @@
 // guard, current stream and the launch check around the shared host glue
 // (conv2d_relu_launch.h); the kernels themselves are in
 // csrc/kernels/conv2d_relu.cuh.
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -22,10 +21,15 @@ void check_tensor_cores(const char* op, const at::Tensor& x) {
   if (x.scalar_type() != at::kHalf && x.scalar_type() != at::kBFloat16) {
     return;
   }
-  const cudaDeviceProp* props = at::cuda::getDeviceProperties(x.device().index());
-  TORCH_CHECK(props->major >= 8, op, " (CUDA): ", x.scalar_type(),
-              " needs tensor cores of compute capability 8.0 or newer, got ", props->major, ".",
-              props->minor, "; use backend='torch' or float32 on this GPU");
+  int major = 0;
+  int minor = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor,
+                                        x.device().index()));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor,
+                                        x.device().index()));
+  TORCH_CHECK(major >= 8, op, " (CUDA): ", x.scalar_type(),
+              " needs tensor cores of compute capability 8.0 or newer, got ", major, ".", minor,
+              "; use backend='torch' or float32 on this GPU");
 }
 
 at::Tensor conv2d_relu_cuda(const at::Tensor& x, const at::Tensor& weight,
