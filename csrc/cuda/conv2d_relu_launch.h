@@ -160,7 +160,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_conv2d_relu_backward(
       }
     }
     if (output_mask[1]) {
-      // PyTorch's convolution_backward gives grad_weight x's memory format.
       grad_w = any_output ? at::empty(weight.sizes(), weight.options())
                           : at::zeros(weight.sizes(), weight.options());
       if (any_output) {
@@ -175,6 +174,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_conv2d_relu_backward(
         kernels::launch_conv2d_relu_grad_weight(
             args, plan, kernel_ptr(grad_w.mutable_data_ptr<scalar_t>()), stream, after_launch);
       }
+      // As PyTorch's convolution_backward (and so the fake kernel): grad_weight
+      // in x's memory format.
       grad_w = grad_w.contiguous(format);
     }
     if (output_mask[2]) {

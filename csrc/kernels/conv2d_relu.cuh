@@ -17,10 +17,14 @@
 // shared memory (k contiguous in both tiles); then fp32/fp64 operands are
 // multiplied with FFMA (4 x 8 outputs per thread) and fp16/bf16 ones with
 // tensor cores (mma.m16n8k16, a 32 x 32 warp tile per warp), accumulating in
-// fp32. The epilogue adds the bias and applies ReLU (forward), or stores the
-// gradient. grad_w splits K over blocks into an fp32 (fp64 for double)
-// workspace and a second kernel sums the slices in fixed order: deterministic,
-// no atomics. grad_b is a fixed-order block reduction per channel.
+// fp32. The forward's weight rows are contiguous along k and read with 16-byte
+// loads when aligned; the gathered operands (image patches, masked grad_y,
+// weight columns) are read element by element, with zeros for padding and for
+// positions outside the GEMM. The epilogue adds the bias and applies ReLU
+// (forward), or stores the gradient. grad_w splits K over blocks into an fp32
+// (fp64 for double) workspace and a second kernel sums the slices in fixed
+// order: deterministic, no atomics. grad_b is a fixed-order block reduction
+// per channel. One stage of shared tiles, no software pipelining yet.
 //
 // Indexing: an image of x or y (C x H x W elements) fits in 32 bits (the host
 // checks it); image offsets and GEMM rows/depths that span images are 64-bit.
