@@ -264,7 +264,8 @@ def test_misplaced_mma_fragment_gives_wrong_results(drivers: dict[str, Path]) ->
     product instead of passing by accident."""
     run = run_driver(drivers, FIBERS, "mma-wrong-layout")
     assert run.returncode == 1, run.describe()
-    mismatches = re.search(r"FAIL mma m16n8k16 \S+ \* \S+: (\d+) \(fp16\), (\d+) \(bf16\)", run.stdout)
+    mismatches = re.search(r"FAIL mma m16n8k16 \S+ \* \S+: (\d+) \(fp16\), (\d+) \(bf16\)",
+                           run.stdout)
     assert mismatches, run.describe()
     assert int(mismatches.group(1)) > 0 and int(mismatches.group(2)) > 0, run.describe()
 
