@@ -6,6 +6,7 @@
 #include <c10/util/Optional.h>
 
 #include <cstdint>
+#include <utility>
 
 namespace alexnet_kernels {
 
@@ -61,6 +62,30 @@ inline void check_conv2d_relu_arguments(const at::Tensor& x, const at::Tensor& w
     TORCH_CHECK(out >= 1, "conv2d_relu: the (padded) input of size ", x.size(2), "x", x.size(3),
                 " is smaller than the (dilated) kernel ", weight.size(2), "x", weight.size(3),
                 " with padding=", padding, " and dilation=", dilation);
+  }
+}
+
+// Validates the backward's tensors: the forward's checks for x and weight,
+// then y and grad_y of the forward's output shape and x's dtype and device.
+inline void check_conv2d_relu_backward_arguments(const at::Tensor& grad_y, const at::Tensor& x,
+                                                 const at::Tensor& weight, const at::Tensor& y,
+                                                 at::IntArrayRef stride, at::IntArrayRef padding,
+                                                 at::IntArrayRef dilation, int64_t groups) {
+  check_conv2d_relu_arguments(x, weight, c10::nullopt, stride, padding, dilation, groups);
+  TORCH_CHECK(grad_y.sizes() == y.sizes(), "conv2d_relu_backward: grad_y must have y's shape ",
+              y.sizes(), ", got ", grad_y.sizes());
+  const int64_t expected[4] = {
+      x.size(0), weight.size(0),
+      conv_output_size(x.size(2), weight.size(2), stride[0], padding[0], dilation[0]),
+      conv_output_size(x.size(3), weight.size(3), stride[1], padding[1], dilation[1])};
+  TORCH_CHECK(y.sizes() == at::IntArrayRef(expected), "conv2d_relu_backward: y must have shape ",
+              at::IntArrayRef(expected), ", got ", y.sizes());
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"y", y},
+                                std::pair<const char*, const at::Tensor&>{"grad_y", grad_y}}) {
+    TORCH_CHECK(t.scalar_type() == x.scalar_type(), "conv2d_relu_backward: ", name,
+                " must have x's dtype ", x.scalar_type(), ", got ", t.scalar_type());
+    TORCH_CHECK(t.device() == x.device(), "conv2d_relu_backward: ", name,
+                " must be on x's device ", x.device(), ", got ", t.device());
   }
 }
 

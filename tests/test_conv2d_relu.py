@@ -15,6 +15,7 @@ from conftest import (
     assert_compiled_matches_eager,
     random_tensor,
     require_native_cpu,
+    require_native_cuda,
 )
 
 import alexnet_kernels as ak
@@ -44,12 +45,36 @@ ODD_CASES = [
     ((5, 12, 8), (13, 5, 4, 3), (1, 2), (2, 1), 2, 1),
 ]
 
-PROVIDERS = ["native", "torch"]
+# Downsized versions of AlexNet's convolutions and further odd cases for the
+# CUDA kernels run on the CPU by the emulator (input (C, H, W), weight,
+# stride, padding, dilation, groups): conv1's 11x11 / stride 4 / pad 2 with
+# K = 3 * 121 spanning many K tiles, a grouped 5x5, a 3x3 with Cout = 70 (two
+# N tiles, the second partial), stride larger than the kernel.
+EMULATED_CASES = [
+    ((3, 15, 15), (5, 3, 11, 11), 4, 2, 1, 1),
+    ((6, 7, 7), (8, 3, 5, 5), 1, 2, 1, 2),
+    ((8, 5, 6), (70, 8, 3, 3), 1, 1, 1, 1),
+    ((4, 13, 11), (6, 4, 2, 2), 5, 1, 1, 1),
+]
+
+PROVIDERS = ["native", "torch", "native_cuda"]
+
+
+def _emulated_ops():
+    import emulated
+
+    return emulated.load()
+
+
+def _pair(value) -> list[int]:
+    return list(value) if isinstance(value, tuple) else [value, value]
 
 
 def _context(provider: str):
     if provider == "native":
         require_native_cpu()
+    if provider == "native_cuda":
+        require_native_cuda()
     return contextlib.nullcontext()
 
 
@@ -61,31 +86,55 @@ def _tolerance(actual: torch.Tensor, expected64: torch.Tensor) -> None:
     torch.testing.assert_close(actual.double(), expected64, rtol=rtol, atol=rtol * scale)
 
 
+def forward_backward(provider: str, leaves: list[torch.Tensor], stride, padding, dilation,
+                     groups, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """(y, grad_y, [grad_x, grad_w(, grad_b)]) of one implementation, on CPU tensors.
+
+    ``leaves`` is [x, w] or [x, w, b]; "emulated_cuda" calls the CUDA kernels
+    run by the emulator directly, the others go through autograd.
+    """
+    dtype = leaves[0].dtype
+    if provider == "emulated_cuda":
+        ops = _emulated_ops()
+        x, w = leaves[0], leaves[1]
+        b = leaves[2] if len(leaves) == 3 else None
+        arguments = (_pair(stride), _pair(padding), _pair(dilation), groups)
+        y = ops.conv2d_relu(x, w, b, *arguments)
+        grad_y = random_tensor(tuple(y.shape), dtype, seed + 3)
+        grads = ops.conv2d_relu_backward(grad_y, x, w, y, *arguments, [True, True, b is not None])
+        return y, grad_y, list(grads[:len(leaves)])
+    device = {"native_cuda": "cuda", "triton": TRITON_DEVICE}.get(provider, "cpu")
+    backend = "native" if provider == "native_cuda" else provider
+    with _context(provider):
+        inputs = [t.to(device).requires_grad_() for t in leaves]
+        y = ak.conv2d_relu(inputs[0], inputs[1], inputs[2] if len(inputs) == 3 else None,
+                           stride, padding, dilation, groups, backend=backend)
+        grad_y = random_tensor(tuple(y.shape), dtype, seed + 3)
+        y.backward(grad_y.to(device))
+    return y.detach().cpu(), grad_y, [t.grad.cpu() for t in inputs]
+
+
 def check_against_reference(provider: str, x_shape, w_shape, stride, padding, dilation,
                             groups, dtype, seed: int, channels_last: bool = False,
                             bias: bool = True) -> None:
     x = random_tensor(x_shape, dtype, seed, channels_last)
     w = random_tensor(w_shape, dtype, seed + 1) / (w_shape[1] * w_shape[2] * w_shape[3]) ** 0.5
-    b = random_tensor((w_shape[0],), dtype, seed + 2) if bias else None
-    device = TRITON_DEVICE if provider == "triton" else "cpu"
-    with _context(provider):
-        leaves = [t.clone().to(device).requires_grad_() for t in (x, w) + ((b,) if bias else ())]
-        y = ak.conv2d_relu(leaves[0], leaves[1], leaves[2] if bias else None, stride, padding,
-                           dilation, groups, backend=provider)
-        grad_y = random_tensor(tuple(y.shape), dtype, seed + 3)
-        y.backward(grad_y.to(device))
-    y = y.detach().cpu()
-    leaves64 = [t.detach().cpu().double().requires_grad_() for t in leaves]
+    leaves = [x, w] + ([random_tensor((w_shape[0],), dtype, seed + 2)] if bias else [])
+    y, grad_y, grads = forward_backward(provider, leaves, stride, padding, dilation, groups, seed)
+    leaves64 = [t.detach().double().requires_grad_() for t in leaves]
     pre64 = F.conv2d(leaves64[0], leaves64[1], leaves64[2] if bias else None, stride, padding,
                      dilation, groups)
+    assert y.dtype == dtype
     _tolerance(y, F.relu(pre64).detach())
     # The backward's ReLU mask is the op's own output > 0 (an element whose
     # pre-activation rounds across zero may differ from the float64 one).
     pre64.backward(grad_y.double() * (y > 0))
-    for ours, reference in zip(leaves, leaves64, strict=True):
-        _tolerance(ours.grad.cpu(), reference.grad)
+    for ours, reference in zip(grads, leaves64, strict=True):
+        assert ours.shape == reference.shape and ours.dtype == dtype
+        _tolerance(ours, reference.grad)
     if channels_last and provider != "torch":
         assert y.is_contiguous(memory_format=torch.channels_last)
+        assert grads[0].is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -103,6 +152,92 @@ def test_odd_shapes(dtype: torch.dtype, case: int) -> None:
     for batch, channels_last in ((1, False), (3, True)):
         check_against_reference("native", (batch, *x_shape), w_shape, stride, padding, dilation,
                                 groups, dtype, seed=10 + case, channels_last=channels_last)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("case", range(len(ODD_CASES)))
+def test_odd_shapes_emulated_cuda(dtype: torch.dtype, case: int) -> None:
+    x_shape, w_shape, stride, padding, dilation, groups = ODD_CASES[case]
+    channels_last = case % 2 == 1  # both layouts for every dtype, half the cost
+    check_against_reference("emulated_cuda", (1 + case % 2, *x_shape), w_shape, stride, padding,
+                            dilation, groups, dtype, seed=40 + case, channels_last=channels_last)
+
+
+# Both layouts for the FFMA path; one each for the (slower to emulate) tensor-core path.
+EMULATED_FORMATS = [(torch.float32, False), (torch.float32, True), (torch.float16, False),
+                    (torch.bfloat16, True)]
+
+
+@pytest.mark.parametrize("dtype,channels_last", EMULATED_FORMATS,
+                         ids=["float32-nchw", "float32-nhwc", "float16-nchw", "bfloat16-nhwc"])
+@pytest.mark.parametrize("case", range(len(EMULATED_CASES)))
+def test_downsized_alexnet_emulated_cuda(dtype: torch.dtype, channels_last: bool,
+                                         case: int) -> None:
+    x_shape, w_shape, stride, padding, dilation, groups = EMULATED_CASES[case]
+    batch = 1 if case == 0 else 2  # conv1's data gradient is the costliest to emulate
+    check_against_reference("emulated_cuda", (batch, *x_shape), w_shape, stride, padding,
+                            dilation, groups, dtype, seed=50 + case, channels_last=channels_last)
+
+
+def test_requested_gradients_and_empty_batch_emulated_cuda() -> None:
+    ops = _emulated_ops()
+    arguments = ([1, 1], [1, 1], [1, 1], 1)
+    x = random_tensor((2, 3, 6, 5), torch.float32, seed=60)
+    w = random_tensor((4, 3, 3, 3), torch.float32, seed=61)
+    check_against_reference("emulated_cuda", (2, 4, 9, 9), (6, 4, 3, 3), 1, 1, 1, 1,
+                            torch.float64, seed=62, bias=False)
+    y = ops.conv2d_relu(x, w, None, *arguments)
+    grad_y = random_tensor(tuple(y.shape), torch.float32, seed=63)
+    grad_x, grad_w, grad_b = ops.conv2d_relu_backward(grad_y, x, w, y, *arguments,
+                                                      [False, True, False])
+    assert grad_x.numel() == 0 and grad_b.numel() == 0 and grad_w.shape == w.shape
+    empty = torch.empty(0, 3, 6, 5)
+    y = ops.conv2d_relu(empty, w, torch.ones(4), *arguments)
+    assert y.shape == (0, 4, 6, 5)
+    grads = ops.conv2d_relu_backward(torch.empty_like(y), empty, w, y, *arguments,
+                                     [True, True, True])
+    assert grads[0].shape == empty.shape
+    assert torch.equal(grads[1], torch.zeros_like(w)) and torch.equal(grads[2], torch.zeros(4))
+
+
+def test_weight_gradient_is_deterministic_emulated_cuda() -> None:
+    """Split-K partials are summed in slice order by a second kernel: two runs
+    agree bit for bit (with atomics the order, and so the rounding, would vary)."""
+    ops = _emulated_ops()
+    arguments = ([1, 1], [0, 0], [1, 1], 1)
+    x = random_tensor((2, 2, 30, 30), torch.float32, seed=64)  # K = 2 * 28 * 28: many slices
+    w = random_tensor((3, 2, 3, 3), torch.float32, seed=65)
+    y = ops.conv2d_relu(x, w, None, *arguments)
+    grad_y = random_tensor(tuple(y.shape), torch.float32, seed=66)
+    runs = [ops.conv2d_relu_backward(grad_y, x, w, y, *arguments, [False, True, True])
+            for _ in range(2)]
+    assert torch.equal(runs[0][1], runs[1][1]) and torch.equal(runs[0][2], runs[1][2])
+    x64, w64 = x.double().requires_grad_(), w.double().requires_grad_()
+    F.conv2d(x64, w64, None, 1, 0).backward(grad_y.double() * (y > 0))
+    _tolerance(runs[0][1], w64.grad)
+
+
+def test_gradcheck_emulated_cuda() -> None:
+    ops = _emulated_ops()
+    arguments = ([2, 1], [1, 1], [1, 1], 2)
+
+    class EmulatedConv2dRelu(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, w, b):
+            y = ops.conv2d_relu(x, w, b, *arguments)
+            ctx.save_for_backward(x, w, y)
+            return y
+
+        @staticmethod
+        def backward(ctx, grad_y):
+            x, w, y = ctx.saved_tensors
+            return ops.conv2d_relu_backward(grad_y.contiguous(), x, w, y, *arguments,
+                                            [True, True, True])
+
+    x = random_tensor((1, 4, 4, 3), torch.float64, seed=67).requires_grad_()
+    w = random_tensor((2, 2, 3, 2), torch.float64, seed=68).requires_grad_()
+    b = random_tensor((2,), torch.float64, seed=69).requires_grad_()
+    assert torch.autograd.gradcheck(EmulatedConv2dRelu.apply, (x, w, b))
 
 
 def test_without_bias_and_unbatched() -> None:
@@ -194,7 +329,7 @@ def test_module_is_drop_in() -> None:
     assert "backend='torch'" in repr(ak.nn.Conv2dReLU(3, 3, 1, backend="torch"))
 
 
-def test_no_native_cuda_kernel_yet_is_explained() -> None:
+def test_a_device_without_native_kernel_is_explained() -> None:
     with pytest.raises(NotImplementedError, match="no cuda kernel yet"):
         backends.resolve("native", torch.device("cuda"), "conv2d_relu", ("native", "torch"),
                          native_devices=("cpu",))

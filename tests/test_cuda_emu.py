@@ -69,6 +69,7 @@ CORRECT_COMMANDS = (
     "atomics",
     "early-exit",
     "barrier-predicates",
+    "mma",
 )
 # Text any sanitizer prints when it reports something.
 SANITIZER_MARKERS = (
@@ -255,6 +256,18 @@ def test_missing_barrier_reads_poison_in_fiber_mode(drivers: dict[str, Path]) ->
     assert run.returncode == 1, run.describe()
     mismatches = re.search(r"FAIL matmul \S+ \* \S+: (\d+) mismatches", run.stdout)
     assert mismatches and int(mismatches.group(1)) > 0, run.describe()
+
+
+def test_misplaced_mma_fragment_gives_wrong_results(drivers: dict[str, Path]) -> None:
+    """The emulated tensor-core step reads each lane's registers by the PTX
+    fragment layout, so a kernel that swaps two A registers computes a wrong
+    product instead of passing by accident."""
+    run = run_driver(drivers, FIBERS, "mma-wrong-layout")
+    assert run.returncode == 1, run.describe()
+    mismatches = re.search(r"FAIL mma m16n8k16 \S+ \* \S+: (\d+) \(fp16\), (\d+) \(bf16\)",
+                           run.stdout)
+    assert mismatches, run.describe()
+    assert int(mismatches.group(1)) > 0 and int(mismatches.group(2)) > 0, run.describe()
 
 
 def test_off_by_one_read_is_a_heap_buffer_overflow(drivers: dict[str, Path]) -> None:

@@ -2,7 +2,7 @@
 
 For ThreadSanitizer and for AddressSanitizer + UBSan, a subprocess runs the
 small emulated-CUDA cases of the op tests (test_lrn.py, test_max_pool.py,
-test_dropout.py) against a build of the emulated ops (tests/emulated.py)
+test_dropout.py, test_conv2d_relu.py) against a build of the emulated ops (tests/emulated.py)
 instrumented with that sanitizer, with the sanitizer's runtime preloaded into
 the (uninstrumented) Python. The job passes when pytest
 passes and no sanitizer printed a report.
@@ -51,7 +51,8 @@ build = build_module()
 # The test files of the ops, and every emulated-CUDA case in them except the
 # AlexNet-sized ones (all dtypes, odd shapes, channels_last, non-contiguous,
 # empty, gradcheck, special values): each under a second in either sanitizer.
-OP_TEST_FILES = ("tests/test_lrn.py", "tests/test_max_pool.py", "tests/test_dropout.py")
+OP_TEST_FILES = ("tests/test_lrn.py", "tests/test_max_pool.py", "tests/test_dropout.py",
+                 "tests/test_conv2d_relu.py")
 SMALL_EMULATED_CASES = "emulated_cuda and not alexnet"
 # Text any sanitizer prints when it reports something.
 SANITIZER_MARKERS = (

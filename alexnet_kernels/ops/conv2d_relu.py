@@ -5,9 +5,11 @@ Same arguments and conventions as ``torch.nn.functional.conv2d``: ints or pairs,
 backward needs only x, weight and the output y (the ReLU mask is y > 0), so no
 pre-activation tensor is kept.
 
-Backends: the compiled CPU kernel (``native`` on CPU tensors) and the PyTorch
-reference (``torch``). CUDA and Triton kernels are not written yet: on CUDA
-tensors ``auto`` uses the reference, and asking for them is an error.
+Backends: the compiled kernels (``native``: oneDNN's convolution with the ReLU
+fused on CPU tensors; on CUDA tensors hand-written implicit-GEMM kernels,
+tensor cores for fp16/bf16 on sm_80+, FFMA for fp32/fp64, with a
+deterministic weight gradient), the Triton kernels (``triton``: implicit
+GEMMs with ``tl.dot``) and the PyTorch reference (``torch``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ _OP = "alexnet_kernels::conv2d_relu"
 _BACKWARD_OP = "alexnet_kernels::conv2d_relu_backward"
 _IMPLEMENTED = ("native", "triton", "torch")
 # Devices with a compiled kernel for this op.
-_NATIVE_DEVICES = ("cpu",)
+_NATIVE_DEVICES = ("cpu", "cuda")
 
 IntPair = int | Sequence[int]
 

@@ -77,9 +77,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_relu_backward_cpu(
     const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& y,
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
     std::array<bool, 3> output_mask) {
-  check_conv2d_relu_arguments(x, weight, c10::nullopt, stride, padding, dilation, groups);
-  TORCH_CHECK(grad_y.sizes() == y.sizes(), "conv2d_relu_backward: grad_y must have y's shape ",
-              y.sizes(), ", got ", grad_y.sizes());
+  check_conv2d_relu_backward_arguments(grad_y, x, weight, y, stride, padding, dilation, groups);
   const at::Tensor masked = at::threshold_backward(grad_y, y, 0);
   const std::array<int64_t, 1> bias_sizes{weight.size(0)};
   auto [grad_x, grad_w, grad_b] = at::convolution_backward(

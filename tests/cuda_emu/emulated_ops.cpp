@@ -14,10 +14,12 @@
 //                                known-answer tests.
 #include <torch/library.h>
 
+#include <array>
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include "cuda/conv2d_relu_launch.h"
 #include "cuda/dropout_launch.h"
 #include "cuda/lrn_launch.h"
 #include "cuda/max_pool_launch.h"
@@ -60,6 +62,22 @@ at::Tensor max_pool2d_backward_emulated(const at::Tensor& grad_y, const at::Tens
 
 at::Tensor dropout_emulated(const at::Tensor& x, const at::Tensor& seed_offset, double p) {
   return run_dropout(x, seed_offset, p, /*stream=*/nullptr, kNoLaunchCheck);
+}
+
+at::Tensor conv2d_relu_emulated(const at::Tensor& x, const at::Tensor& weight,
+                                const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                at::IntArrayRef padding, at::IntArrayRef dilation,
+                                int64_t groups) {
+  return run_conv2d_relu_forward(x, weight, bias, stride, padding, dilation, groups,
+                                 /*stream=*/nullptr, kNoLaunchCheck);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_relu_backward_emulated(
+    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& y,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+    std::array<bool, 3> output_mask) {
+  return run_conv2d_relu_backward(grad_y, x, weight, y, stride, padding, dilation, groups,
+                                  output_mask, /*stream=*/nullptr, kNoLaunchCheck);
 }
 
 std::vector<int64_t> philox4x32_10(at::IntArrayRef counter, at::IntArrayRef key) {
@@ -112,6 +130,13 @@ TORCH_LIBRARY(alexnet_kernels_emu, m) {
       "max_pool2d_backward(Tensor grad_y, Tensor argmax, int[4] input_size, int[2] kernel_size, "
       "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");
   m.def("dropout(Tensor x, Tensor seed_offset, float p) -> Tensor");
+  m.def(
+      "conv2d_relu(Tensor x, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, "
+      "int[2] dilation, int groups) -> Tensor");
+  m.def(
+      "conv2d_relu_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor y, int[2] stride, "
+      "int[2] padding, int[2] dilation, int groups, bool[3] output_mask) -> (Tensor, Tensor, "
+      "Tensor)");
   m.def("philox4x32_10(int[] counter, int[] key) -> int[]", &philox4x32_10);
   m.def("launched_kernels() -> str[]", &launched_kernels);
   m.def("selftest_broken_lrn(Tensor x, str bug) -> Tensor");
@@ -123,6 +148,8 @@ TORCH_LIBRARY_IMPL(alexnet_kernels_emu, CPU, m) {
   m.impl("max_pool2d", &max_pool2d_emulated);
   m.impl("max_pool2d_backward", &max_pool2d_backward_emulated);
   m.impl("dropout", &dropout_emulated);
+  m.impl("conv2d_relu", &conv2d_relu_emulated);
+  m.impl("conv2d_relu_backward", &conv2d_relu_backward_emulated);
   m.impl("selftest_broken_lrn", &selftest_broken_lrn);
 }
 

@@ -4,6 +4,9 @@
 #pragma once
 
 #include "cuda_compat.h"
+#include "mma.cuh"
+
+#include <cstdint>
 
 namespace selftest {
 
@@ -201,6 +204,34 @@ __global__ void barrier_predicates(int* out) {
   out[tid * 3 + 0] = __syncthreads_count(tid % 3 == 0);
   out[tid * 3 + 1] = __syncthreads_and(tid < 1000);
   out[tid * 3 + 2] = __syncthreads_or(tid == 5);
+}
+
+// ---------------------------------------------------------------------------
+// 8. One tensor-core step D = A * B + C (mma.m16n8k16, one warp) through the
+// kernels' wrapper (csrc/kernels/mma.cuh), fragments filled per the PTX ISA's
+// layout from A (16 x 16, row-major) and B^T (8 x 16, row-major, i.e. B
+// column-major). kWrongLayout swaps a[1] and a[2], the kind of slip the
+// emulated mma must turn into wrong results.
+// ---------------------------------------------------------------------------
+template <typename T, bool kWrongLayout>
+__global__ void mma_m16n8k16_tile(const T* __restrict__ a, const T* __restrict__ b_t,
+                                  const float* __restrict__ c, float* __restrict__ d) {
+  using alexnet_kernels::kernels::load_pair_b32;
+  const int g = static_cast<int>(threadIdx.x) / 4;
+  const int t = static_cast<int>(threadIdx.x) % 4;
+  const std::uint32_t upper_rows = load_pair_b32(a + (g + 8) * 16 + 2 * t);
+  const std::uint32_t upper_cols = load_pair_b32(a + g * 16 + 2 * t + 8);
+  const std::uint32_t a_frag[4] = {load_pair_b32(a + g * 16 + 2 * t),
+                                   kWrongLayout ? upper_cols : upper_rows,
+                                   kWrongLayout ? upper_rows : upper_cols,
+                                   load_pair_b32(a + (g + 8) * 16 + 2 * t + 8)};
+  const std::uint32_t b_frag[2] = {load_pair_b32(b_t + g * 16 + 2 * t),
+                                   load_pair_b32(b_t + g * 16 + 2 * t + 8)};
+  const int at[4] = {g * 8 + 2 * t, g * 8 + 2 * t + 1, (g + 8) * 8 + 2 * t,
+                     (g + 8) * 8 + 2 * t + 1};
+  float acc[4] = {c[at[0]], c[at[1]], c[at[2]], c[at[3]]};
+  ak_mma_m16n8k16<T>(acc, a_frag, b_frag);
+  for (int i = 0; i < 4; ++i) d[at[i]] = acc[i];
 }
 
 }  // namespace selftest

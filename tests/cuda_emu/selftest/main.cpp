@@ -3,9 +3,10 @@
 //   selftest <command>
 //
 // Correct kernels (exit 0 when the results match a host reference, 1 if not):
-//   matmul reduce convert warp warp-partial atomics early-exit barrier-predicates
+//   matmul reduce convert warp warp-partial atomics early-exit barrier-predicates mma
 // Broken kernels (the interesting outcome is how the run fails):
 //   race             matmul without its load barrier   -> ThreadSanitizer report
+//   mma-wrong-layout tensor-core step, A fragment misplaced -> FAIL (exit 1)
 //   overflow         reads one element past a buffer    -> AddressSanitizer report
 //   misaligned       misaligned float4 load             -> UBSan report
 //   divergent        __syncthreads at two call sites    -> launch throws (exit 3)
@@ -314,6 +315,37 @@ int run_inactive_lane() {
   return report(false, "inactive-lane: the read of a missing lane was accepted");
 }
 
+// D = A * B + C for fp16 and bf16 through the emulated mma.m16n8k16: small
+// integers keep every product and sum exact, so results compare exactly.
+template <typename T, bool kWrongLayout>
+int mma_mismatches() {
+  const auto a32 = small_ints(16 * 16, 3);
+  const auto b32 = small_ints(16 * 8, 4);
+  const auto c = small_ints(16 * 8, 5);
+  std::vector<T> a(a32.size());
+  std::vector<T> b_t(b32.size());
+  for (std::size_t i = 0; i < a32.size(); ++i) a[i] = alexnet_kernels::kernels::from_acc<T>(a32[i]);
+  for (int k = 0; k < 16; ++k) {
+    for (int n = 0; n < 8; ++n) b_t[n * 16 + k] = alexnet_kernels::kernels::from_acc<T>(b32[k * 8 + n]);
+  }
+  std::vector<float> d(16 * 8, -1.0f);
+  auto kernel = &selftest::mma_m16n8k16_tile<T, kWrongLayout>;
+  AK_LAUNCH(kernel, 1, 32, 0, nullptr)(a.data(), b_t.data(), c.data(), d.data());
+  auto ref = host_matmul(a32, b32, 16, 8, 16);
+  int mismatches = 0;
+  for (std::size_t i = 0; i < d.size(); ++i) mismatches += d[i] != ref[i] + c[i] ? 1 : 0;
+  return mismatches;
+}
+
+template <bool kWrongLayout>
+int run_mma() {
+  const int half = mma_mismatches<__half, kWrongLayout>();
+  const int bf16 = mma_mismatches<__nv_bfloat16, kWrongLayout>();
+  return report(half == 0 && bf16 == 0, "mma m16n8k16 16x16 * 16x8: " + std::to_string(half) +
+                                            " (fp16), " + std::to_string(bf16) +
+                                            " (bf16) mismatches");
+}
+
 const std::map<std::string, std::function<int()>>& commands() {
   static const std::map<std::string, std::function<int()>> table = {
       {"matmul", run_matmul<false>},
@@ -324,6 +356,8 @@ const std::map<std::string, std::function<int()>>& commands() {
       {"atomics", run_atomics},
       {"early-exit", run_early_exit},
       {"barrier-predicates", run_barrier_predicates},
+      {"mma", run_mma<false>},
+      {"mma-wrong-layout", run_mma<true>},
       {"race", run_matmul<true>},
       {"overflow", run_overflow},
       {"misaligned", run_misaligned},

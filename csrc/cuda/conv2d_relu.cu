@@ -1,0 +1,65 @@
+// CUDA launchers for the fused conv2d + bias + ReLU: device checks, device
+// guard, current stream and the launch check around the shared host glue
+// (conv2d_relu_launch.h); the kernels themselves are in
+// csrc/kernels/conv2d_relu.cuh.
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "cuda/conv2d_relu_launch.h"
+
+namespace alexnet_kernels {
+namespace {
+
+void check_on_cuda(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK(t.is_cuda(), op, " (CUDA): ", name, " must be a CUDA tensor, got ", t.device());
+}
+
+// fp16 / bf16 run on mma.m16n8k16 tensor cores, which need sm_80 or newer.
+void check_tensor_cores(const char* op, const at::Tensor& x) {
+  if (x.scalar_type() != at::kHalf && x.scalar_type() != at::kBFloat16) {
+    return;
+  }
+  int major = 0;
+  int minor = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor,
+                                        x.device().index()));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor,
+                                        x.device().index()));
+  TORCH_CHECK(major >= 8, op, " (CUDA): ", x.scalar_type(),
+              " needs tensor cores of compute capability 8.0 or newer, got ", major, ".", minor,
+              "; use backend='torch' or float32 on this GPU");
+}
+
+at::Tensor conv2d_relu_cuda(const at::Tensor& x, const at::Tensor& weight,
+                            const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                            at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  check_on_cuda("conv2d_relu", "x", x);
+  const c10::cuda::CUDAGuard guard(x.device());
+  check_tensor_cores("conv2d_relu", x);
+  return run_conv2d_relu_forward(x, weight, bias, stride, padding, dilation, groups,
+                                 c10::cuda::getCurrentCUDAStream(),
+                                 [] { C10_CUDA_KERNEL_LAUNCH_CHECK(); });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_relu_backward_cuda(
+    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& y,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+    std::array<bool, 3> output_mask) {
+  check_on_cuda("conv2d_relu_backward", "x", x);
+  const c10::cuda::CUDAGuard guard(x.device());
+  check_tensor_cores("conv2d_relu_backward", x);
+  return run_conv2d_relu_backward(grad_y, x, weight, y, stride, padding, dilation, groups,
+                                  output_mask, c10::cuda::getCurrentCUDAStream(),
+                                  [] { C10_CUDA_KERNEL_LAUNCH_CHECK(); });
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(alexnet_kernels, CUDA, m) {
+  m.impl("conv2d_relu", &conv2d_relu_cuda);
+  m.impl("conv2d_relu_backward", &conv2d_relu_backward_cuda);
+}
+
+}  // namespace alexnet_kernels

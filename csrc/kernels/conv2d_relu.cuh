@@ -1,0 +1,764 @@
+// Fused conv2d + bias + ReLU, forward and backward, as implicit-GEMM CUDA
+// kernels (no PyTorch includes: the same source runs on the CPU in the tests).
+//
+// Every convolution product here is one GEMM C[m][n] = sum_k A[m][k] * B[n][k]
+// whose operands are gathered straight from the activations (no im2col buffer):
+//
+//   forward   m = (image, oh, ow)  n = cout  k = (cin, kh, kw)   A = x     B = w
+//   grad_x    m = (image, ih, iw)  n = cin   k = (cout, kh, kw)  A = g*    B = w
+//   grad_w    m = cout             n = (cin, kh, kw)  k = (image, oh, ow)  A = g*  B = x
+//
+// with channels counted inside one group (groups are the grid's z axis) and
+// g* = grad_y masked by y > 0 as it is read. k runs over the flattened
+// (channel, kh, kw) index, so conv1 (3 channels, 11x11) fills whole K tiles.
+//
+// A block computes a kConvTileM x kConvTileN tile of C. Per K step each
+// thread stages kConvRun consecutive k of one A row and one B row into
+// shared memory (k contiguous in both tiles); then fp32/fp64 operands are
+// multiplied with FFMA (4 x 8 outputs per thread) and fp16/bf16 ones with
+// tensor cores (mma.m16n8k16, a 32 x 32 warp tile per warp), accumulating in
+// fp32. The forward's weight rows are contiguous along k and read with 16-byte
+// loads when aligned; the gathered operands (image patches, masked grad_y,
+// weight columns) are read element by element, with zeros for padding and for
+// positions outside the GEMM. The epilogue adds the bias and applies ReLU
+// (forward), or stores the gradient. grad_w splits K over blocks into an fp32
+// (fp64 for double) workspace and a second kernel sums the slices in fixed
+// order: deterministic, no atomics. grad_b is a fixed-order block reduction
+// per channel. One stage of shared tiles, no software pipelining yet.
+//
+// Indexing: an image of x or y (C x H x W elements) fits in 32 bits (the host
+// checks it); image offsets and GEMM rows/depths that span images are 64-bit.
+#pragma once
+
+#include "common.cuh"
+#include "mma.cuh"
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+namespace alexnet_kernels::kernels {
+
+constexpr int kConvThreads = 128;
+constexpr int kConvTileM = 64;
+constexpr int kConvTileN = 64;
+constexpr int kConvTileK = 32;
+// Each thread stages half a row of each tile per K step.
+constexpr int kConvRun = kConvTileK / 2;
+static_assert(kConvTileM == kConvThreads / 2 && kConvTileN == kConvThreads / 2,
+              "two threads stage each tile row");
+constexpr int kConvReduceThreads = 256;
+constexpr int kConvBiasThreads = 256;
+constexpr int64_t kConvMaxGridX = 2147483647;
+constexpr int64_t kConvMaxGridYZ = 65535;
+// grad_w: split K until about this many blocks are in flight (a few waves of
+// the largest GPUs), and never into slices shorter than a few K tiles.
+constexpr int64_t kConvSplitTargetBlocks = 512;
+constexpr int64_t kConvMinTilesPerSplit = 4;
+
+// Shared-tile row padding (elements): fragment and FFMA reads of 32 rows hit
+// distinct banks; 16-bit rows stay 16-byte aligned.
+template <typename T>
+inline constexpr int kConvTilePad = sizeof(T) == 2 ? 8 : 1;
+
+struct ConvShape {
+  int64_t batch;
+  int in_channels;
+  int in_h;
+  int in_w;
+  int out_channels;
+  int out_h;
+  int out_w;
+  int kernel_h;
+  int kernel_w;
+  int stride_h;
+  int stride_w;
+  int pad_h;
+  int pad_w;
+  int dilation_h;
+  int dilation_w;
+  int groups;
+  bool channels_last;  // x, y, grad_y and grad_x are NHWC (else NCHW)
+
+  AK_HOST_DEVICE int in_group() const { return in_channels / groups; }
+  AK_HOST_DEVICE int out_group() const { return out_channels / groups; }
+  AK_HOST_DEVICE int taps() const { return kernel_h * kernel_w; }
+  // Forward GEMM depth = weight elements per output channel.
+  AK_HOST_DEVICE int filter_size() const { return in_group() * taps(); }
+  AK_HOST_DEVICE int64_t out_pixels() const { return static_cast<int64_t>(out_h) * out_w; }
+  AK_HOST_DEVICE int64_t in_pixels() const { return static_cast<int64_t>(in_h) * in_w; }
+};
+
+// Offsets of (image, channel, row, column) in an activation tensor of either layout.
+struct Activation {
+  int channels;
+  int height;
+  int width;
+  bool channels_last;
+
+  AK_HOST_DEVICE int64_t image_size() const {
+    return static_cast<int64_t>(channels) * height * width;
+  }
+  AK_DEVICE_INLINE int64_t offset(int64_t image, int c, int h, int w) const {
+    const int inside = channels_last ? (h * width + w) * channels + c : (c * height + h) * width + w;
+    return image * image_size() + inside;
+  }
+};
+
+AK_HOST_DEVICE inline Activation input_activation(const ConvShape& s) {
+  return {s.in_channels, s.in_h, s.in_w, s.channels_last};
+}
+AK_HOST_DEVICE inline Activation output_activation(const ConvShape& s) {
+  return {s.out_channels, s.out_h, s.out_w, s.channels_last};
+}
+
+template <typename T>
+AK_DEVICE_INLINE T zero_value() {
+  return from_acc<T>(acc_t<T>(0));
+}
+
+// grad_y where y > 0, else 0: the ReLU backward, applied as grad_y is read.
+template <typename T>
+AK_DEVICE_INLINE T masked_gradient(const T* grad_y, const T* y, int64_t at) {
+  return to_acc(y[at]) > acc_t<T>(0) ? grad_y[at] : zero_value<T>();
+}
+
+// Walks (outer, inner) with inner in [0, inner_count): one step along a flattened index.
+struct Odometer2 {
+  int outer;
+  int inner;
+  AK_DEVICE_INLINE void step(int inner_count) {
+    if (++inner == inner_count) {
+      inner = 0;
+      ++outer;
+    }
+  }
+};
+
+// ---- GEMM operands: run(row, k, k_end, out) = the kConvRun elements (row, k..k+kConvRun),
+// zero past the operand's rows or past k_end --------------------------------------------------
+
+// Forward A: x gathered for output pixel m = (image, oh, ow), k = (cin, kh, kw).
+template <typename T>
+struct InputPatches {
+  const T* x;
+  ConvShape s;
+  int group;
+
+  AK_DEVICE_INLINE void run(int64_t m, int64_t k, int64_t k_end, T (&out)[kConvRun]) const {
+    const int64_t rows = s.batch * s.out_pixels();
+    const Activation in = input_activation(s);
+    const int64_t image = m / s.out_pixels();
+    const int pixel = static_cast<int>(m - image * s.out_pixels());
+    const int oh = pixel / s.out_w;
+    const int ow = pixel - oh * s.out_w;
+    const int taps = s.taps();
+    const int c = static_cast<int>(k / taps);
+    const int tap = static_cast<int>(k - static_cast<int64_t>(c) * taps);
+    Odometer2 channel_tap{c, tap};
+#pragma unroll
+    for (int i = 0; i < kConvRun; ++i) {
+      T v = zero_value<T>();
+      if (m < rows && k + i < k_end) {
+        const int kh = channel_tap.inner / s.kernel_w;
+        const int kw = channel_tap.inner - kh * s.kernel_w;
+        const int ih = oh * s.stride_h - s.pad_h + kh * s.dilation_h;
+        const int iw = ow * s.stride_w - s.pad_w + kw * s.dilation_w;
+        if (ih >= 0 && ih < s.in_h && iw >= 0 && iw < s.in_w) {
+          v = x[in.offset(image, group * s.in_group() + channel_tap.outer, ih, iw)];
+        }
+      }
+      out[i] = v;
+      channel_tap.step(taps);
+    }
+  }
+};
+
+// Forward B: row n of the weight (Cout, Cin / groups, KH, KW) is contiguous
+// along k = (cin, kh, kw); read with 16-byte loads when rows are aligned.
+template <typename T>
+struct FilterRows {
+  const T* w;
+  ConvShape s;
+  int group;
+  bool aligned16;  // w is 16-byte aligned and filter_size() * sizeof(T) is a multiple of 16
+
+  AK_DEVICE_INLINE void run(int64_t n, int64_t k, int64_t k_end, T (&out)[kConvRun]) const {
+    if (n >= s.out_group()) {
+#pragma unroll
+      for (int i = 0; i < kConvRun; ++i) out[i] = zero_value<T>();
+      return;
+    }
+    const T* row = w + (static_cast<int64_t>(group) * s.out_group() + n) * s.filter_size();
+    if (aligned16 && k + kConvRun <= k_end) {
+      constexpr int kPerVector = 16 / sizeof(T);
+      static_assert(kConvRun % kPerVector == 0, "a run is whole 16-byte vectors");
+#pragma unroll
+      for (int v = 0; v < kConvRun / kPerVector; ++v) {
+        const uint4 bits = *reinterpret_cast<const uint4*>(row + k + v * kPerVector);
+        std::memcpy(&out[v * kPerVector], &bits, sizeof(bits));
+      }
+      return;
+    }
+#pragma unroll
+    for (int i = 0; i < kConvRun; ++i) out[i] = k + i < k_end ? row[k + i] : zero_value<T>();
+  }
+};
+
+// grad_x A: masked grad_y gathered for input pixel m = (image, ih, iw),
+// k = (cout, kh, kw): the output pixel whose window puts tap (kh, kw) on
+// (ih, iw), if the stride and padding make one.
+template <typename T>
+struct OutputGradientTaps {
+  const T* grad_y;
+  const T* y;
+  ConvShape s;
+  int group;
+
+  AK_DEVICE_INLINE void run(int64_t m, int64_t k, int64_t k_end, T (&out)[kConvRun]) const {
+    const int64_t rows = s.batch * s.in_pixels();
+    const Activation output = output_activation(s);
+    const int64_t image = m / s.in_pixels();
+    const int pixel = static_cast<int>(m - image * s.in_pixels());
+    const int ih = pixel / s.in_w;
+    const int iw = pixel - ih * s.in_w;
+    const int taps = s.taps();
+    const int co = static_cast<int>(k / taps);
+    Odometer2 channel_tap{co, static_cast<int>(k - static_cast<int64_t>(co) * taps)};
+#pragma unroll
+    for (int i = 0; i < kConvRun; ++i) {
+      T v = zero_value<T>();
+      if (m < rows && k + i < k_end) {
+        const int kh = channel_tap.inner / s.kernel_w;
+        const int kw = channel_tap.inner - kh * s.kernel_w;
+        const int h_span = ih + s.pad_h - kh * s.dilation_h;
+        const int w_span = iw + s.pad_w - kw * s.dilation_w;
+        const int oh = h_span / s.stride_h;
+        const int ow = w_span / s.stride_w;
+        if (h_span >= 0 && w_span >= 0 && oh * s.stride_h == h_span &&
+            ow * s.stride_w == w_span && oh < s.out_h && ow < s.out_w) {
+          const int64_t at =
+              output.offset(image, group * s.out_group() + channel_tap.outer, oh, ow);
+          v = masked_gradient(grad_y, y, at);
+        }
+      }
+      out[i] = v;
+      channel_tap.step(taps);
+    }
+  }
+};
+
+// grad_x B: weight element (cout, cin = n, kh, kw) for k = (cout, kh, kw).
+template <typename T>
+struct FilterColumns {
+  const T* w;
+  ConvShape s;
+  int group;
+
+  AK_DEVICE_INLINE void run(int64_t n, int64_t k, int64_t k_end, T (&out)[kConvRun]) const {
+    const int taps = s.taps();
+    const int co = static_cast<int>(k / taps);
+    Odometer2 channel_tap{co, static_cast<int>(k - static_cast<int64_t>(co) * taps)};
+    const T* group_filters = w + static_cast<int64_t>(group) * s.out_group() * s.filter_size();
+#pragma unroll
+    for (int i = 0; i < kConvRun; ++i) {
+      T v = zero_value<T>();
+      if (n < s.in_group() && k + i < k_end) {
+        v = group_filters[static_cast<int64_t>(channel_tap.outer) * s.filter_size() +
+                          n * taps + channel_tap.inner];
+      }
+      out[i] = v;
+      channel_tap.step(taps);
+    }
+  }
+};
+
+// Walks (image, oh, ow) along k of the weight-gradient GEMM.
+struct PixelOdometer {
+  int64_t image;
+  int oh;
+  int ow;
+
+  AK_DEVICE_INLINE static PixelOdometer at(int64_t k, const ConvShape& s) {
+    PixelOdometer p{};
+    p.image = k / s.out_pixels();
+    const int pixel = static_cast<int>(k - p.image * s.out_pixels());
+    p.oh = pixel / s.out_w;
+    p.ow = pixel - p.oh * s.out_w;
+    return p;
+  }
+  AK_DEVICE_INLINE void step(const ConvShape& s) {
+    if (++ow == s.out_w) {
+      ow = 0;
+      if (++oh == s.out_h) {
+        oh = 0;
+        ++image;
+      }
+    }
+  }
+};
+
+// grad_w A: masked grad_y of output channel m over k = (image, oh, ow).
+template <typename T>
+struct OutputGradientRows {
+  const T* grad_y;
+  const T* y;
+  ConvShape s;
+  int group;
+
+  AK_DEVICE_INLINE void run(int64_t m, int64_t k, int64_t k_end, T (&out)[kConvRun]) const {
+    const Activation output = output_activation(s);
+    PixelOdometer p = PixelOdometer::at(k, s);
+#pragma unroll
+    for (int i = 0; i < kConvRun; ++i) {
+      T v = zero_value<T>();
+      if (m < s.out_group() && k + i < k_end) {
+        const int64_t at =
+            output.offset(p.image, group * s.out_group() + static_cast<int>(m), p.oh, p.ow);
+        v = masked_gradient(grad_y, y, at);
+      }
+      out[i] = v;
+      p.step(s);
+    }
+  }
+};
+
+// grad_w B: x under tap n = (cin, kh, kw) of output pixel k = (image, oh, ow).
+template <typename T>
+struct InputTapRows {
+  const T* x;
+  ConvShape s;
+  int group;
+
+  AK_DEVICE_INLINE void run(int64_t n, int64_t k, int64_t k_end, T (&out)[kConvRun]) const {
+    const Activation in = input_activation(s);
+    const int taps = s.taps();
+    const int c = static_cast<int>(n / taps);
+    const int tap = static_cast<int>(n - static_cast<int64_t>(c) * taps);
+    const int kh = tap / s.kernel_w;
+    const int kw = tap - kh * s.kernel_w;
+    PixelOdometer p = PixelOdometer::at(k, s);
+#pragma unroll
+    for (int i = 0; i < kConvRun; ++i) {
+      T v = zero_value<T>();
+      if (n < s.filter_size() && k + i < k_end) {
+        const int ih = p.oh * s.stride_h - s.pad_h + kh * s.dilation_h;
+        const int iw = p.ow * s.stride_w - s.pad_w + kw * s.dilation_w;
+        if (ih >= 0 && ih < s.in_h && iw >= 0 && iw < s.in_w) {
+          v = x[in.offset(p.image, group * s.in_group() + c, ih, iw)];
+        }
+      }
+      out[i] = v;
+      p.step(s);
+    }
+  }
+};
+
+// ---- epilogues: store(m, n, value) for every C element inside the GEMM ---------------------
+
+// y = relu(C + bias), in y's layout.
+template <typename T>
+struct BiasReluStore {
+  T* y;
+  const T* bias;  // nullptr without bias
+  ConvShape s;
+  int group;
+
+  AK_DEVICE_INLINE void store(int64_t m, int n, acc_t<T> value) const {
+    if (m >= s.batch * s.out_pixels() || n >= s.out_group()) return;
+    const int co = group * s.out_group() + n;
+    if (bias != nullptr) value += to_acc(bias[co]);
+    const int64_t image = m / s.out_pixels();
+    const int pixel = static_cast<int>(m - image * s.out_pixels());
+    const int oh = pixel / s.out_w;
+    // `value < 0 ? 0 : value` keeps NaN, as torch.relu does.
+    y[output_activation(s).offset(image, co, oh, pixel - oh * s.out_w)] =
+        from_acc<T>(value < acc_t<T>(0) ? acc_t<T>(0) : value);
+  }
+};
+
+template <typename T>
+struct InputGradientStore {
+  T* grad_x;
+  ConvShape s;
+  int group;
+
+  AK_DEVICE_INLINE void store(int64_t m, int n, acc_t<T> value) const {
+    if (m >= s.batch * s.in_pixels() || n >= s.in_group()) return;
+    const int64_t image = m / s.in_pixels();
+    const int pixel = static_cast<int>(m - image * s.in_pixels());
+    const int ih = pixel / s.in_w;
+    grad_x[input_activation(s).offset(image, group * s.in_group() + n, ih, pixel - ih * s.in_w)] =
+        from_acc<T>(value);
+  }
+};
+
+// One K slice's partial weight gradient: workspace[slice][cout][cin / groups * KH * KW].
+template <typename T>
+struct WeightSliceStore {
+  acc_t<T>* workspace;
+  ConvShape s;
+  int group;
+  int slice;
+
+  AK_DEVICE_INLINE void store(int64_t m, int n, acc_t<T> value) const {
+    if (m >= s.out_group() || n >= s.filter_size()) return;
+    const int64_t co = static_cast<int64_t>(group) * s.out_group() + m;
+    workspace[(static_cast<int64_t>(slice) * s.out_channels + co) * s.filter_size() + n] = value;
+  }
+};
+
+// ---- block tile accumulators ---------------------------------------------------------------
+
+template <typename T>
+using ConvTile = T[kConvTileM][kConvTileK + kConvTilePad<T>];
+
+// FFMA: thread (tm, tn) owns rows tm + 16 i and columns tn + 8 j, so a warp
+// reads 16 distinct A rows (distinct banks) and 2 B rows (broadcast), and
+// neighbouring threads store neighbouring m.
+template <typename T>
+struct FfmaAccumulator {
+  static constexpr int kRows = 4;
+  static constexpr int kCols = 8;
+  static_assert(kRows * 16 == kConvTileM && kCols * 8 == kConvTileN, "16 x 8 threads");
+  acc_t<T> c[kRows][kCols];
+
+  AK_DEVICE_INLINE void zero() {
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) {
+#pragma unroll
+      for (int j = 0; j < kCols; ++j) c[i][j] = acc_t<T>(0);
+    }
+  }
+
+  AK_DEVICE_INLINE void multiply(const ConvTile<T>& a, const ConvTile<T>& b) {
+    const int tm = threadIdx.x % 16;
+    const int tn = threadIdx.x / 16;
+#pragma unroll 4
+    for (int kk = 0; kk < kConvTileK; ++kk) {
+      acc_t<T> av[kRows];
+      acc_t<T> bv[kCols];
+#pragma unroll
+      for (int i = 0; i < kRows; ++i) av[i] = to_acc(a[tm + 16 * i][kk]);
+#pragma unroll
+      for (int j = 0; j < kCols; ++j) bv[j] = to_acc(b[tn + 8 * j][kk]);
+#pragma unroll
+      for (int i = 0; i < kRows; ++i) {
+#pragma unroll
+        for (int j = 0; j < kCols; ++j) c[i][j] += av[i] * bv[j];
+      }
+    }
+  }
+
+  template <class Epilogue>
+  AK_DEVICE_INLINE void store(const Epilogue& epilogue, int64_t m0, int n0) const {
+    const int tm = threadIdx.x % 16;
+    const int tn = threadIdx.x / 16;
+#pragma unroll
+    for (int i = 0; i < kRows; ++i) {
+#pragma unroll
+      for (int j = 0; j < kCols; ++j) epilogue.store(m0 + tm + 16 * i, n0 + tn + 8 * j, c[i][j]);
+    }
+  }
+};
+
+// Tensor cores: the four warps split the 64 x 64 tile 2 x 2, each warp a
+// 32 x 32 tile of 2 x 4 mma.m16n8k16 blocks (fragment layout in mma.cuh).
+template <typename T>
+struct MmaAccumulator {
+  static constexpr int kWarpRows = 2;  // m16 blocks per warp
+  static constexpr int kWarpCols = 4;  // n8 blocks per warp
+  static_assert(kConvThreads == 128 && kConvTileM == 64 && kConvTileN == 64,
+                "four warps of 32 x 32");
+  static_assert(kConvTileK % 16 == 0, "whole k16 steps");
+  float c[kWarpRows][kWarpCols][4];
+
+  AK_DEVICE_INLINE void zero() {
+#pragma unroll
+    for (int i = 0; i < kWarpRows; ++i) {
+#pragma unroll
+      for (int j = 0; j < kWarpCols; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) c[i][j][e] = 0.0f;
+      }
+    }
+  }
+
+  AK_DEVICE_INLINE static int warp_row0() { return (threadIdx.x / 32) % 2 * 32; }
+  AK_DEVICE_INLINE static int warp_col0() { return (threadIdx.x / 32) / 2 * 32; }
+
+  AK_DEVICE_INLINE void multiply(const ConvTile<T>& a, const ConvTile<T>& b) {
+    const int g = (threadIdx.x % 32) / 4;
+    const int t = threadIdx.x % 4;
+#pragma unroll
+    for (int kk = 0; kk < kConvTileK; kk += 16) {
+      uint32_t af[kWarpRows][4];
+      uint32_t bf[kWarpCols][2];
+#pragma unroll
+      for (int i = 0; i < kWarpRows; ++i) {
+        const int r = warp_row0() + 16 * i + g;
+        af[i][0] = load_pair_b32(&a[r][kk + 2 * t]);
+        af[i][1] = load_pair_b32(&a[r + 8][kk + 2 * t]);
+        af[i][2] = load_pair_b32(&a[r][kk + 2 * t + 8]);
+        af[i][3] = load_pair_b32(&a[r + 8][kk + 2 * t + 8]);
+      }
+#pragma unroll
+      for (int j = 0; j < kWarpCols; ++j) {
+        const int n = warp_col0() + 8 * j + g;
+        bf[j][0] = load_pair_b32(&b[n][kk + 2 * t]);
+        bf[j][1] = load_pair_b32(&b[n][kk + 2 * t + 8]);
+      }
+#pragma unroll
+      for (int i = 0; i < kWarpRows; ++i) {
+#pragma unroll
+        for (int j = 0; j < kWarpCols; ++j) ak_mma_m16n8k16<T>(c[i][j], af[i], bf[j]);
+      }
+    }
+  }
+
+  template <class Epilogue>
+  AK_DEVICE_INLINE void store(const Epilogue& epilogue, int64_t m0, int n0) const {
+    const int g = (threadIdx.x % 32) / 4;
+    const int t = threadIdx.x % 4;
+#pragma unroll
+    for (int i = 0; i < kWarpRows; ++i) {
+#pragma unroll
+      for (int j = 0; j < kWarpCols; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          epilogue.store(m0 + warp_row0() + 16 * i + g + (e >= 2 ? 8 : 0),
+                         n0 + warp_col0() + 8 * j + 2 * t + (e & 1), c[i][j][e]);
+        }
+      }
+    }
+  }
+};
+
+template <typename T>
+using ConvAccumulator =
+    std::conditional_t<kIsHalfType<T>, MmaAccumulator<T>, FfmaAccumulator<T>>;
+
+// C[m0.., n0..] over k in [k_begin, k_end) for one block, handed to `epilogue`.
+template <typename T, class OperandA, class OperandB, class Epilogue>
+AK_DEVICE_INLINE void implicit_gemm_tile(const OperandA& a, const OperandB& b,
+                                         const Epilogue& epilogue, int64_t m0, int n0,
+                                         int64_t k_begin, int64_t k_end) {
+  AK_SHARED_ARRAY(T, a_tile, [kConvTileM][kConvTileK + kConvTilePad<T>]);
+  AK_SHARED_ARRAY(T, b_tile, [kConvTileN][kConvTileK + kConvTilePad<T>]);
+  const int row = threadIdx.x / 2;
+  const int k_offset = (threadIdx.x % 2) * kConvRun;
+  ConvAccumulator<T> acc;
+  acc.zero();
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += kConvTileK) {
+    T staged[kConvRun];
+    a.run(m0 + row, k0 + k_offset, k_end, staged);
+#pragma unroll
+    for (int i = 0; i < kConvRun; ++i) a_tile[row][k_offset + i] = staged[i];
+    b.run(n0 + row, k0 + k_offset, k_end, staged);
+#pragma unroll
+    for (int i = 0; i < kConvRun; ++i) b_tile[row][k_offset + i] = staged[i];
+    __syncthreads();
+    acc.multiply(a_tile, b_tile);
+    __syncthreads();  // the next step overwrites the tiles
+  }
+  acc.store(epilogue, m0, n0);
+}
+
+// ---- kernels --------------------------------------------------------------------------------
+
+template <typename T>
+struct ConvForwardArgs {
+  const T* x;
+  const T* w;
+  const T* bias;
+  T* y;
+  ConvShape s;
+  bool w_aligned16;
+};
+
+// grid (M tiles, Cout / groups tiles, groups)
+template <typename T>
+__global__ void __launch_bounds__(kConvThreads) conv2d_relu_forward_kernel(ConvForwardArgs<T> a) {
+  const int group = static_cast<int>(blockIdx.z);
+  implicit_gemm_tile<T>(InputPatches<T>{a.x, a.s, group},
+                        FilterRows<T>{a.w, a.s, group, a.w_aligned16},
+                        BiasReluStore<T>{a.y, a.bias, a.s, group},
+                        static_cast<int64_t>(blockIdx.x) * kConvTileM,
+                        static_cast<int>(blockIdx.y) * kConvTileN, 0, a.s.filter_size());
+}
+
+template <typename T>
+struct ConvBackwardArgs {
+  const T* grad_y;
+  const T* x;
+  const T* w;
+  const T* y;
+  T* grad_x;
+  acc_t<T>* grad_w_slices;
+  ConvShape s;
+  int64_t slice_depth;  // grad_w: K per slice, a multiple of kConvTileK
+};
+
+// grid (N*H*W tiles, Cin / groups tiles, groups)
+template <typename T>
+__global__ void __launch_bounds__(kConvThreads)
+    conv2d_relu_grad_input_kernel(ConvBackwardArgs<T> a) {
+  const int group = static_cast<int>(blockIdx.z);
+  implicit_gemm_tile<T>(OutputGradientTaps<T>{a.grad_y, a.y, a.s, group},
+                        FilterColumns<T>{a.w, a.s, group},
+                        InputGradientStore<T>{a.grad_x, a.s, group},
+                        static_cast<int64_t>(blockIdx.x) * kConvTileM,
+                        static_cast<int>(blockIdx.y) * kConvTileN, 0,
+                        static_cast<int64_t>(a.s.out_group()) * a.s.taps());
+}
+
+// grid (Cout / groups tiles, filter_size tiles, groups * slices)
+template <typename T>
+__global__ void __launch_bounds__(kConvThreads)
+    conv2d_relu_grad_weight_kernel(ConvBackwardArgs<T> a) {
+  const int group = static_cast<int>(blockIdx.z) % a.s.groups;
+  const int slice = static_cast<int>(blockIdx.z) / a.s.groups;
+  const int64_t depth = a.s.batch * a.s.out_pixels();
+  const int64_t k_begin = slice * a.slice_depth;
+  const int64_t k_end = ak_min<int64_t>(depth, k_begin + a.slice_depth);
+  implicit_gemm_tile<T>(OutputGradientRows<T>{a.grad_y, a.y, a.s, group},
+                        InputTapRows<T>{a.x, a.s, group},
+                        WeightSliceStore<T>{a.grad_w_slices, a.s, group, slice},
+                        static_cast<int64_t>(blockIdx.x) * kConvTileM,
+                        static_cast<int>(blockIdx.y) * kConvTileN, k_begin, k_end);
+}
+
+// grad_w[i] = sum of the slices' partials in slice order (deterministic).
+template <typename T>
+__global__ void __launch_bounds__(kConvReduceThreads)
+    conv2d_relu_grad_weight_reduce_kernel(const acc_t<T>* __restrict__ slices, int slice_count,
+                                          int64_t weight_numel, T* __restrict__ grad_w) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < weight_numel;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    acc_t<T> sum = 0;
+    for (int s = 0; s < slice_count; ++s) sum += slices[s * weight_numel + i];
+    grad_w[i] = from_acc<T>(sum);
+  }
+}
+
+// grad_b[c] = sum over images and pixels of masked grad_y: one block per
+// channel, a fixed per-thread order and a fixed tree (deterministic).
+template <typename T>
+__global__ void __launch_bounds__(kConvBiasThreads)
+    conv2d_relu_grad_bias_kernel(const T* __restrict__ grad_y, const T* __restrict__ y,
+                                 ConvShape s, T* __restrict__ grad_b) {
+  using Acc = acc_t<T>;
+  AK_SHARED_ARRAY(Acc, partial, [kConvBiasThreads]);
+  const int c = static_cast<int>(blockIdx.x);
+  const Activation output = output_activation(s);
+  const int64_t pixels = s.out_pixels();
+  Acc sum = 0;
+  for (int64_t i = threadIdx.x; i < s.batch * pixels; i += kConvBiasThreads) {
+    const int64_t image = i / pixels;
+    const int pixel = static_cast<int>(i - image * pixels);
+    const int oh = pixel / s.out_w;
+    sum += to_acc(masked_gradient(grad_y, y, output.offset(image, c, oh, pixel - oh * s.out_w)));
+  }
+  partial[threadIdx.x] = sum;
+  __syncthreads();
+  for (int half = kConvBiasThreads / 2; half > 0; half /= 2) {
+    if (static_cast<int>(threadIdx.x) < half) partial[threadIdx.x] += partial[threadIdx.x + half];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) grad_b[c] = from_acc<T>(partial[0]);
+}
+
+// ---- launch plans and launches (shared by the CUDA launcher and the emulation tests) -------
+
+struct ConvPlan {
+  bool valid;
+  const char* reason;
+  dim3 grid;
+  int slices;            // grad_w only
+  int64_t slice_depth;   // grad_w only
+};
+
+inline ConvPlan plan_gemm(int64_t rows, int64_t cols, int64_t layers) {
+  ConvPlan plan{};
+  const int64_t grid_x = ceil_div<int64_t>(rows, kConvTileM);
+  const int64_t grid_y = ceil_div<int64_t>(cols, kConvTileN);
+  plan.valid = grid_x <= kConvMaxGridX && grid_y <= kConvMaxGridYZ && layers <= kConvMaxGridYZ;
+  plan.reason = plan.valid ? "" : "the GEMM has more tiles than a CUDA grid can cover";
+  plan.grid = dim3(static_cast<unsigned>(grid_x), static_cast<unsigned>(grid_y),
+                   static_cast<unsigned>(layers));
+  plan.slices = 1;
+  return plan;
+}
+
+inline ConvPlan plan_conv_forward(const ConvShape& s) {
+  return plan_gemm(s.batch * s.out_pixels(), s.out_group(), s.groups);
+}
+
+inline ConvPlan plan_conv_grad_input(const ConvShape& s) {
+  return plan_gemm(s.batch * s.in_pixels(), s.in_group(), s.groups);
+}
+
+// Splits K = N * OH * OW so that about kConvSplitTargetBlocks blocks run,
+// each slice at least kConvMinTilesPerSplit K tiles long.
+inline ConvPlan plan_conv_grad_weight(const ConvShape& s) {
+  const int64_t depth = s.batch * s.out_pixels();
+  const int64_t tiles = ceil_div<int64_t>(s.out_group(), kConvTileM) *
+                        ceil_div<int64_t>(s.filter_size(), kConvTileN) * s.groups;
+  const int64_t k_tiles = ceil_div<int64_t>(depth, kConvTileK);
+  const int64_t by_occupancy = ceil_div<int64_t>(kConvSplitTargetBlocks, tiles);
+  const int64_t by_length = ak_max<int64_t>(1, k_tiles / kConvMinTilesPerSplit);
+  const int64_t by_grid = ak_max<int64_t>(1, kConvMaxGridYZ / s.groups);
+  const int64_t wanted = ak_max<int64_t>(1, ak_min(by_occupancy, ak_min(by_length, by_grid)));
+  const int64_t slice_depth = ceil_div<int64_t>(k_tiles, wanted) * kConvTileK;
+  const int64_t slices = ceil_div<int64_t>(depth, slice_depth);
+  ConvPlan plan = plan_gemm(s.out_group(), s.filter_size(), slices * s.groups);
+  plan.slices = static_cast<int>(slices);
+  plan.slice_depth = slice_depth;
+  return plan;
+}
+
+inline dim3 conv_reduce_grid(int64_t weight_numel) {
+  return dim3(static_cast<unsigned>(
+      ak_min<int64_t>(ceil_div<int64_t>(weight_numel, kConvReduceThreads), 65535)));
+}
+
+template <typename T>
+void launch_conv2d_relu_forward(const ConvForwardArgs<T>& args, const ConvPlan& plan,
+                                cudaStream_t stream) {
+  auto kernel = &conv2d_relu_forward_kernel<T>;
+  AK_LAUNCH(kernel, plan.grid, dim3(kConvThreads), 0, stream)(args);
+}
+
+template <typename T>
+void launch_conv2d_relu_grad_input(const ConvBackwardArgs<T>& args, const ConvPlan& plan,
+                                   cudaStream_t stream) {
+  auto kernel = &conv2d_relu_grad_input_kernel<T>;
+  AK_LAUNCH(kernel, plan.grid, dim3(kConvThreads), 0, stream)(args);
+}
+
+// Two launches: the sliced GEMM into args.grad_w_slices (plan.slices x the
+// weight's size), then the reduction into grad_w.
+template <typename T, typename AfterLaunch>
+void launch_conv2d_relu_grad_weight(const ConvBackwardArgs<T>& args, const ConvPlan& plan,
+                                    T* grad_w, cudaStream_t stream,
+                                    const AfterLaunch& after_launch) {
+  auto gemm = &conv2d_relu_grad_weight_kernel<T>;
+  AK_LAUNCH(gemm, plan.grid, dim3(kConvThreads), 0, stream)(args);
+  after_launch();
+  const int64_t numel = static_cast<int64_t>(args.s.out_channels) * args.s.filter_size();
+  auto reduce = &conv2d_relu_grad_weight_reduce_kernel<T>;
+  AK_LAUNCH(reduce, conv_reduce_grid(numel), dim3(kConvReduceThreads), 0, stream)(
+      args.grad_w_slices, plan.slices, numel, grad_w);
+  after_launch();
+}
+
+template <typename T>
+void launch_conv2d_relu_grad_bias(const T* grad_y, const T* y, const ConvShape& s, T* grad_b,
+                                  cudaStream_t stream) {
+  auto kernel = &conv2d_relu_grad_bias_kernel<T>;
+  AK_LAUNCH(kernel, dim3(static_cast<unsigned>(s.out_channels)), dim3(kConvBiasThreads), 0,
+            stream)(grad_y, y, s, grad_b);
+}
+
+}  // namespace alexnet_kernels::kernels

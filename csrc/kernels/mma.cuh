@@ -1,0 +1,73 @@
+// One warp-wide tensor-core step, D = A * B + D with fp32 accumulators, for
+// fp16 / bf16 operands: PTX mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.
+//
+// Fragment layout (PTX ISA, "Matrix Fragments for mma.m16n8k16 with floating
+// point type"), g = lane / 4, t = lane % 4; each 32-bit register holds two
+// consecutive elements along k, the lower-indexed one in the low 16 bits:
+//   a[0] = A[g][2t, 2t+1]      a[1] = A[g+8][2t, 2t+1]
+//   a[2] = A[g][2t+8, 2t+9]    a[3] = A[g+8][2t+8, 2t+9]
+//   b[0] = B[2t, 2t+1][g]      b[1] = B[2t+8, 2t+9][g]
+//   acc  = D[g][2t], D[g][2t+1], D[g+8][2t], D[g+8][2t+1]
+//
+// Under AK_CUDA_EMULATION the emulator (tests/cuda_emu/emu_device.h) defines
+// ak_mma_m16n8k16 itself: it exchanges the lanes' registers with warp shuffles
+// and applies this layout, so a kernel that fills its fragments wrongly
+// computes wrong results in the tests, as it would on the GPU.
+#pragma once
+
+#include "common.cuh"
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+namespace alexnet_kernels::kernels {
+
+template <typename T>
+inline constexpr bool kIsHalfType =
+    std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
+
+// Two consecutive 16-bit elements as one 32-bit fragment register; `p` is
+// 4-byte aligned.
+template <typename T>
+AK_DEVICE_INLINE uint32_t load_pair_b32(const T* p) {
+  static_assert(sizeof(T) == 2, "fragment registers pack two 16-bit elements");
+#if defined(__CUDACC__)
+  return *reinterpret_cast<const uint32_t*>(p);
+#else
+  uint32_t bits;  // memcpy: the host compiler's aliasing rules forbid the cast
+  std::memcpy(&bits, p, sizeof(bits));
+  return bits;
+#endif
+}
+
+}  // namespace alexnet_kernels::kernels
+
+#if defined(__CUDACC__)
+
+// acc += A * B for one 16x8x16 step of the calling warp (all 32 lanes).
+// mma.m16n8k16 needs sm_80; the host launchers refuse half types below it.
+template <typename T>
+__device__ __forceinline__ void ak_mma_m16n8k16(float (&acc)[4], const uint32_t (&a)[4],
+                                                const uint32_t (&b)[2]) {
+  static_assert(alexnet_kernels::kernels::kIsHalfType<T>, "fp16 or bf16 operands only");
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if constexpr (std::is_same_v<T, __half>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+#else
+  __trap();
+#endif
+}
+
+#endif  // __CUDACC__
