@@ -290,8 +290,7 @@ def digits_splits(spec: ImageSpec, seed: int) -> Splits:
         SeededAugmentation(TensorImages(images[held_out], labels[held_out]),
                            v2.Compose(resize or [v2.Identity()]), seed),
         [str(d) for d in range(10)],
-        f"scikit-learn digits upscaled to {spec.crop}x{spec.crop} "
-        f"({len(train)} train, {len(held_out)} held out)")
+        f"scikit-learn's digits upscaled to {spec.crop}x{spec.crop}")
 
 
 def synthetic_splits(spec: ImageSpec, seed: int, num_classes: int, train_size: int,
@@ -303,8 +302,7 @@ def synthetic_splits(spec: ImageSpec, seed: int, num_classes: int, train_size: i
     return Splits(SeededAugmentation(train, train_transform(spec), seed),
                   SeededAugmentation(val, eval_transform(spec), seed),
                   [f"synthetic-{c}" for c in range(num_classes)],
-                  f"synthetic images, {num_classes} classes ({train_size} train, "
-                  f"{val_size} val)")
+                  f"synthetic images, {num_classes} classes")
 
 
 def _image_folder(root: Path, split: str) -> datasets.ImageFolder:
@@ -333,5 +331,4 @@ def folder_splits(root: Path, spec: ImageSpec, seed: int) -> Splits:
             f"train/: {only_train or 'none'}, only in val/: {only_val or 'none'}")
     return Splits(SeededAugmentation(train, train_transform(spec), seed),
                   SeededAugmentation(val, eval_transform(spec), seed), train.classes,
-                  f"{root} ({len(train)} train, {len(val)} val images, "
-                  f"{len(train.classes)} classes)")
+                  f"{root}, {len(train.classes)} classes")

@@ -638,7 +638,7 @@ def train(config: TrainConfig, on_step: Callable[[TrainState], None] | None = No
     network = torch.compile(run.model) if config.compile else run.model
     say = print if config.progress else (lambda *_: None)
     say(f"{config.model} ({config.backend} backend) on {device}, {spec.crop}x{spec.crop} "
-        f"inputs, {splits.description}")
+        f"inputs, {splits.description} ({len(splits.train)} train, {len(splits.val)} val images)")
     if checkpoint is not None:
         say(f"resumed from {config.resume}: epoch {run.state.epoch + 1}, "
             f"batch {run.state.batch_in_epoch}, step {run.state.step}")

@@ -82,7 +82,8 @@ def test_backend_torch_runs_only_pytorch_ops(tmp_path: Path, backend: str) -> No
     ours = {name for namespace, name in recorded.ops if namespace == "alexnet_kernels"}
     if backend == "torch":
         assert not ours
-        assert {"convolution", "max_pool2d_with_indices", "native_dropout"} <= {
+        # F.dropout reaches the dispatcher as its decomposition (bernoulli_, div_, mul).
+        assert {"convolution", "max_pool2d_with_indices", "bernoulli_"} <= {
             name for namespace, name in recorded.ops if namespace == "aten"}
     else:
         assert {"conv2d_relu", "max_pool2d", "dropout"} <= ours, ours
@@ -142,6 +143,12 @@ def interrupt_at(step: int):
     return on_step
 
 
+def untimed(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    """The log without its wall-clock columns."""
+    return [{k: v for k, v in row.items() if k not in ("images_per_s", "epoch_s")}
+            for row in history]
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> training.TrainResult:
     require_native_cpu()
@@ -170,7 +177,7 @@ def test_ctrl_c_then_resume_is_bit_identical(tmp_path: Path, uninterrupted: trai
     expected = uninterrupted.model.state_dict()
     for name, tensor in resumed.model.state_dict().items():
         assert torch.equal(tensor, expected[name]), name
-    assert resumed.state.history == uninterrupted.state.history
+    assert untimed(resumed.state.history) == untimed(uninterrupted.state.history)
 
 
 def test_checkpoint_write_failure_keeps_the_previous_checkpoint(
