@@ -18,8 +18,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler, Subset
-from torchvision import datasets
-from torchvision.transforms import v2
+
+try:
+    from torchvision import datasets
+    from torchvision.transforms import v2
+except ImportError as missing:
+    raise ImportError("the training script and its datasets need torchvision: "
+                      "pip install 'alexnet-kernels[train]'") from missing
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -259,6 +259,12 @@ def load_splits(config: TrainConfig, spec: ImageSpec) -> Splits:
     return splits
 
 
+def _ignore_interrupt(worker_id: int) -> None:
+    """Loader workers leave Ctrl-C (sent to the whole process group) to the main process,
+    which finishes its step and saves; a worker that exited on it would fail the loader."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def loaders(config: TrainConfig, splits: Splits, device: torch.device
             ) -> tuple[DataLoader, EpochBatchSampler, DataLoader]:
     """Shuffled training batches (incomplete last batch dropped: BatchNorm needs > 1
@@ -272,7 +278,7 @@ def loaders(config: TrainConfig, splits: Splits, device: torch.device
         # Its own generator: a DataLoader otherwise draws its worker seed from the
         # global RNG at every epoch, which a mid-epoch resume would replay once more.
         return DataLoader(dataset, batch_sampler=sampler, num_workers=config.workers,
-                          pin_memory=device.type == "cuda",
+                          pin_memory=device.type == "cuda", worker_init_fn=_ignore_interrupt,
                           generator=torch.Generator().manual_seed(config.seed))
 
     return loader(splits.train, train_sampler), train_sampler, loader(splits.val, val_sampler)
