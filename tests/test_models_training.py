@@ -12,6 +12,7 @@ from torch import nn
 
 import alexnet_kernels as ak
 from alexnet_kernels import models
+from alexnet_kernels.data import digits_32x32
 
 
 class ReplayedDropout(nn.Module):
@@ -84,23 +85,12 @@ def test_train_mode_matches_pytorch_with_the_same_dropout_masks(variant: str) ->
     check_train_step_matches_pytorch(variant, "native")
 
 
-def _digits_32x32() -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's bundled 8x8 digits (1797 images, no download), as (N, 3, 32, 32)."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    images = F.interpolate(images, size=32, mode="bilinear", align_corners=False)
-    images = (images - images.mean()) / images.std()
-    return images.expand(-1, 3, -1, -1).contiguous(), torch.tensor(digits.target)
-
-
 def test_cifar_network_learns_digits() -> None:
     """Three epochs of Adam on real data: loss falls and held-out accuracy is far above
     chance (10%; about 50% measured), so the whole backward path of the network trains."""
     require_native_cpu()
     torch.manual_seed(0)
-    images, labels = _digits_32x32()
+    images, labels = digits_32x32()
     order = torch.randperm(len(labels))
     train, held_out = order[:1500], order[1500:]
     model = models.alexnet_cifar(10, backend="native")

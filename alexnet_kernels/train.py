@@ -1,0 +1,745 @@
+"""Train an AlexNet variant on the library's kernels: ``python -m alexnet_kernels.train``.
+
+An ordinary PyTorch training loop (SGD, cross-entropy, a DataLoader) whose
+only library-specific line is the model constructor, so ``--backend torch``
+(the same network on PyTorch's own ops) and ``--backend ours`` time the same
+code. Defaults follow the 2012 paper: SGD with momentum 0.9, weight decay
+5e-4, learning rate 0.01 divided by 10 when the validation error stops
+improving, batch 128, random crops, flips and PCA lighting noise (seed 002's
+rotation, shifts and flips for ``--model cifar``).
+
+Checkpoints (``<out>/checkpoint.pt``, written atomically) hold the model,
+optimizer, scheduler, epoch, step, the position inside the epoch, the running
+metrics and every RNG state, so ``--resume`` continues exactly: on the CPU
+with a fixed seed a resumed run reaches the same weights, bit for bit, as an
+uninterrupted one, whether it stopped at the end of an epoch or in the middle
+of one (Ctrl-C finishes the current step, saves and exits; a second Ctrl-C
+aborts at once). Needs torchvision (``pip install .[train]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import json
+import math
+import os
+import random
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+from torch.utils.data import DataLoader
+
+from alexnet_kernels import models
+from alexnet_kernels.data import (
+    EpochBatchSampler,
+    ImageSpec,
+    SeededAugmentation,
+    Splits,
+    TrainingSetupError,
+    digits_splits,
+    folder_splits,
+    synthetic_splits,
+)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+# --backend -> the backend every library op of the model is built with.
+MODEL_BACKENDS = {"ours": "auto", "torch": "torch"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Optimizer defaults of a variant (each can be overridden on the command line)."""
+
+    optimizer: str
+    lr: float
+    batch_size: int
+    weight_decay: float
+
+
+# The 2012 paper: SGD, momentum 0.9 (--momentum), weight decay 5e-4, lr 0.01, batch 128.
+PAPER_RECIPE = Recipe("sgd", 0.01, 128, 5e-4)
+# Seed 002 (the CIFAR network): Keras' Adam() (lr 1e-3, no weight decay), batch 64. The
+# paper's SGD barely leaves the initial loss in the first hundreds of steps of this
+# network, which is all a short run on the bundled digits has.
+SEED_002_RECIPE = Recipe("adam", 1e-3, 64, 0.0)
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A trainable network: ``build(num_classes, backend, image_size)``, its input, its recipe."""
+
+    build: Callable[[int, str, int], nn.Module]
+    spec: ImageSpec
+    recipe: Recipe = PAPER_RECIPE
+
+
+VARIANTS: dict[str, Variant] = {
+    "alexnet": Variant(lambda n, backend, _: models.alexnet(n, backend=backend),
+                       ImageSpec(224, 256, "paper")),
+    "paper": Variant(lambda n, backend, _: models.alexnet_paper(n, groups=1, backend=backend),
+                     ImageSpec(227, 256, "paper")),
+    "paper-grouped": Variant(
+        lambda n, backend, _: models.alexnet_paper(n, groups=2, backend=backend),
+        ImageSpec(227, 256, "paper")),
+    "cifar": Variant(
+        lambda n, backend, size: models.alexnet_cifar(n, input_size=size, backend=backend),
+        ImageSpec(32, 32, "cifar"), SEED_002_RECIPE),
+    "bn": Variant(lambda n, backend, _: models.alexnet_bn(n, backend=backend),
+                  ImageSpec(224, 256, "paper")),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; the command line's options map one to one onto these."""
+
+    model: str = "alexnet"
+    backend: str = "ours"
+    data: Path | None = None
+    epochs: int = 90
+    # None: the variant's recipe (see Recipe).
+    optimizer: str | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    momentum: float = 0.9
+    lr_patience: int = 2
+    image_size: int | None = None
+    resize: int | None = None
+    synthetic_classes: int = 10
+    synthetic_size: int = 1280
+    train_limit: int | None = None
+    val_limit: int | None = None
+    workers: int = 2
+    amp: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    device: str | None = None
+    seed: int = 0
+    out: Path = Path("runs/train")
+    resume: Path | None = None
+    checkpoint: bool = True
+    progress: bool = True
+
+
+@dataclass
+class EpochMetrics:
+    """Sums over the batches trained so far in one epoch."""
+
+    loss_sum: float = 0.0
+    correct: int = 0
+    images: int = 0
+    seconds: float = 0.0
+
+    def add(self, loss: float, correct: int, images: int, seconds: float) -> None:
+        self.loss_sum += loss * images
+        self.correct += correct
+        self.images += images
+        self.seconds += seconds
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / self.images if self.images else math.nan
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.images if self.images else math.nan
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds else math.nan
+
+
+@dataclass
+class TrainState:
+    """Where a run is: completed epochs, optimizer steps, batches done in the current epoch."""
+
+    epoch: int = 0
+    step: int = 0
+    batch_in_epoch: int = 0
+    running: EpochMetrics = field(default_factory=EpochMetrics)
+    history: list[dict[str, float]] = field(default_factory=list)
+    last_loss: float = math.nan
+
+
+@dataclass
+class TrainResult:
+    """The trained model (not compiled), its state, and whether Ctrl-C stopped the run."""
+
+    model: nn.Module
+    state: TrainState
+    interrupted: bool
+
+
+def image_spec(config: TrainConfig) -> ImageSpec:
+    """The variant's input, with ``--image-size`` (and ``--resize``) applied.
+
+    Without ``--resize`` a custom crop keeps the variant's resize-to-crop ratio.
+    """
+    default = VARIANTS[config.model].spec
+    crop = config.image_size or default.crop
+    resize = config.resize or round(crop * default.resize / default.crop)
+    if resize < crop:
+        raise TrainingSetupError(f"--resize {resize} is smaller than the crop {crop}")
+    return ImageSpec(crop, resize, default.augmentation)
+
+
+def check_variant(config: TrainConfig) -> None:
+    """Unknown model names and backends, and image sizes the network cannot take."""
+    if config.model not in VARIANTS:
+        raise TrainingSetupError(f"unknown model {config.model!r}; choose one of "
+                                 f"{', '.join(VARIANTS)}")
+    if config.backend not in MODEL_BACKENDS:
+        raise TrainingSetupError(f"unknown backend {config.backend!r}; choose one of "
+                                 f"{', '.join(MODEL_BACKENDS)}")
+    if config.optimizer is not None and config.optimizer not in OPTIMIZERS:
+        raise TrainingSetupError(f"unknown optimizer {config.optimizer!r}; choose one of "
+                                 f"{', '.join(OPTIMIZERS)}")
+    crop = image_spec(config).crop
+    try:
+        # Built on the meta device: only the layer arithmetic runs, no weights.
+        with torch.device("meta"):
+            probe = VARIANTS[config.model].build(2, "torch", crop)
+        probe.check_input(torch.empty(1, 3, crop, crop, device="meta"))
+    except ValueError as error:
+        raise TrainingSetupError(f"--model {config.model} cannot take {crop}x{crop} images "
+                                 f"(--image-size): {error}") from error
+
+
+def with_recipe(config: TrainConfig) -> TrainConfig:
+    """`config` with the settings left at None taken from the variant's recipe."""
+    recipe = VARIANTS[config.model].recipe
+    return dataclasses.replace(config, **{
+        name: getattr(recipe, name) for name in ("optimizer", "lr", "batch_size", "weight_decay")
+        if getattr(config, name) is None})
+
+
+def make_optimizer(config: TrainConfig, parameters: Iterator[nn.Parameter]
+                   ) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay)
+
+
+def load_splits(config: TrainConfig, spec: ImageSpec) -> Splits:
+    """The image folder given by ``--data``, else the bundled digits for ``cifar``,
+    else synthetic images; cut to ``--train-limit`` / ``--val-limit``."""
+    if config.data is not None:
+        splits = folder_splits(config.data, spec, config.seed)
+    elif config.model == "cifar":
+        splits = digits_splits(spec, config.seed)
+    else:
+        splits = synthetic_splits(spec, config.seed, config.synthetic_classes,
+                                  config.synthetic_size, max(config.synthetic_size // 5, 1))
+    splits = splits.limited(config.train_limit, config.val_limit)
+    if len(splits.train) < config.batch_size:
+        raise TrainingSetupError(
+            f"the training set has {len(splits.train)} images, fewer than one batch "
+            f"({config.batch_size}); lower --batch-size")
+    if len(splits.val) == 0:
+        raise TrainingSetupError("the validation set is empty")
+    return splits
+
+
+def _ignore_interrupt(worker_id: int) -> None:
+    """Loader workers leave Ctrl-C (sent to the whole process group) to the main process,
+    which finishes its step and saves; a worker that exited on it would fail the loader."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def loaders(config: TrainConfig, splits: Splits, device: torch.device
+            ) -> tuple[DataLoader, EpochBatchSampler, DataLoader]:
+    """Shuffled training batches (incomplete last batch dropped: BatchNorm needs > 1
+    image) and validation batches in order."""
+    train_sampler = EpochBatchSampler(len(splits.train), config.batch_size, config.seed,
+                                      shuffle=True, drop_last=True)
+    val_sampler = EpochBatchSampler(len(splits.val), config.batch_size, config.seed,
+                                    shuffle=False, drop_last=False)
+
+    def loader(dataset: SeededAugmentation, sampler: EpochBatchSampler) -> DataLoader:
+        # Its own generator: a DataLoader otherwise draws its worker seed from the
+        # global RNG at every epoch, which a mid-epoch resume would replay once more.
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=config.workers,
+                          pin_memory=device.type == "cuda", worker_init_fn=_ignore_interrupt,
+                          generator=torch.Generator().manual_seed(config.seed))
+
+    return loader(splits.train, train_sampler), train_sampler, loader(splits.val, val_sampler)
+
+
+def resolve_device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``--amp``, on the CPU as well (``torch.autocast("cpu")``).
+
+    PyTorch's ops on its autocast list (convolutions, linear layers) then run in
+    bf16; the library's ops have no autocast rule, so they run in the dtype
+    they are given (a fused conv+ReLU fed fp32 stays fp32).
+    """
+    if not config.amp:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_states() -> dict[str, Any]:
+    """Every global RNG state, in types ``torch.load(weights_only=True)`` accepts."""
+    kind, keys, position, has_gauss, cached_gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
+                  "position": int(position), "has_gauss": int(has_gauss),
+                  "cached_gauss": float(cached_gauss)},
+        "python": random.getstate(),
+    }
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    numpy_state = states["numpy"]
+    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32),
+                         numpy_state["position"], numpy_state["has_gauss"],
+                         numpy_state["cached_gauss"]))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def atomic_torch_save(payload: dict[str, Any], path: Path) -> None:
+    """torch.save to a temporary file next to `path`, then rename it over `path`.
+
+    A failure or a crash while writing leaves the previous file as it was.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                         dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def checkpoint_payload(config: TrainConfig, num_classes: int, model: nn.Module,
+                       optimizer: torch.optim.Optimizer, scheduler: Any,
+                       sampler: EpochBatchSampler, state: TrainState) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model_name": config.model,
+        "num_classes": num_classes,
+        "image_size": image_spec(config).crop,
+        "config": {k: str(v) if isinstance(v, Path) else v
+                   for k, v in dataclasses.asdict(config).items()},
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": state.epoch,
+        "step": state.step,
+        "batch_in_epoch": state.batch_in_epoch,
+        "running": dataclasses.asdict(state.running),
+        "history": state.history,
+        "sampler": sampler.state_dict(),
+        "rng": rng_states(),
+    }
+
+
+def read_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any]:
+    """The checkpoint at `path`, after checking it was written by this script for this model."""
+    if not path.is_file():
+        raise TrainingSetupError(f"--resume {path}: no such file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise TrainingSetupError(f"--resume {path}: not a readable checkpoint ({error})") from error
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingSetupError(f"--resume {path}: not a checkpoint of alexnet_kernels.train")
+    if checkpoint["model_name"] != config.model:
+        raise TrainingSetupError(
+            f"--resume {path}: the checkpoint is of --model {checkpoint['model_name']}, "
+            f"this run trains --model {config.model}")
+    crop = image_spec(config).crop
+    if checkpoint["image_size"] != crop:
+        raise TrainingSetupError(
+            f"--resume {path}: the checkpoint was trained on {checkpoint['image_size']}-pixel "
+            f"images, this run uses {crop} (--image-size)")
+    return checkpoint
+
+
+def restore(checkpoint: dict[str, Any], num_classes: int, model: nn.Module,
+            optimizer: torch.optim.Optimizer, scheduler: Any) -> TrainState:
+    """Loads `checkpoint` into the run's objects and RNGs; the state to continue from."""
+    if checkpoint["num_classes"] != num_classes:
+        raise TrainingSetupError(
+            f"the checkpoint has {checkpoint['num_classes']} classes, the data {num_classes}")
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    restore_rng_states(checkpoint["rng"])
+    return TrainState(epoch=checkpoint["epoch"], step=checkpoint["step"],
+                      batch_in_epoch=checkpoint["batch_in_epoch"],
+                      running=EpochMetrics(**checkpoint["running"]),
+                      history=list(checkpoint["history"]))
+
+
+class InterruptRequest:
+    """While active, the first Ctrl-C (SIGINT) only sets :attr:`requested`; a second aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\ninterrupted: finishing this step, then saving a checkpoint "
+              "(Ctrl-C again to abort without saving)", file=sys.stderr)
+
+    def __enter__(self) -> InterruptRequest:
+        # Signal handlers can only be installed from the main thread.
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device,
+              channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    images = images.to(device, non_blocking=True, memory_format=memory_format)
+    return images, labels.to(device, non_blocking=True)
+
+
+def train_step(network: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+               labels: torch.Tensor, amp: contextlib.AbstractContextManager
+               ) -> tuple[float, int]:
+    """One SGD step on a batch; its mean loss and number of correct predictions."""
+    optimizer.zero_grad(set_to_none=True)
+    with amp:
+        logits = network(images)
+        loss = F.cross_entropy(logits, labels)
+    loss.backward()
+    optimizer.step()
+    return loss.item(), int((logits.argmax(1) == labels).sum())
+
+
+@torch.no_grad()
+def evaluate(network: nn.Module, loader: DataLoader, device: torch.device,
+             config: TrainConfig) -> EpochMetrics:
+    """Loss and accuracy over the validation set in eval mode."""
+    network.eval()
+    metrics = EpochMetrics()
+    start = time.perf_counter()
+    for images, labels in loader:
+        images, labels = to_device(images, labels, device, config.channels_last)
+        with autocast(config, device):
+            logits = network(images)
+        loss = F.cross_entropy(logits.float(), labels)
+        metrics.add(loss.item(), int((logits.argmax(1) == labels).sum()), len(labels), 0.0)
+    metrics.seconds = time.perf_counter() - start
+    network.train()
+    return metrics
+
+
+def progress_bar(enabled: bool) -> Progress:
+    """One bar per epoch: batches done, running loss, accuracy and images/s."""
+    return Progress(
+        TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:6.2%}  "
+                   "{task.fields[ips]:7.1f} img/s"),
+        TimeElapsedColumn(), disable=not enabled)
+
+
+def epoch_record(epoch: int, step: int, lr: float, train: EpochMetrics,
+                 val: EpochMetrics) -> dict[str, float]:
+    return {"epoch": epoch + 1, "step": step, "lr": lr,
+            "train_loss": train.loss, "train_acc": train.accuracy,
+            "val_loss": val.loss, "val_acc": val.accuracy,
+            "images_per_s": train.images_per_second, "epoch_s": train.seconds + val.seconds}
+
+
+def summary_line(record: dict[str, float], epochs: int) -> str:
+    return (f"epoch {int(record['epoch'])}/{epochs}  "
+            f"train loss {record['train_loss']:.4f} acc {record['train_acc']:.2%}  "
+            f"val loss {record['val_loss']:.4f} acc {record['val_acc']:.2%}  "
+            f"lr {record['lr']:.2g}  {record['images_per_s']:.1f} img/s  "
+            f"{record['epoch_s']:.1f} s")
+
+
+def write_logs(out: Path, history: list[dict[str, float]]) -> None:
+    """``log.csv`` and ``log.json``: one row per finished epoch."""
+    if not history:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "log.csv", "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    (out / "log.json").write_text(json.dumps(history, indent=1) + "\n")
+
+
+def plot_curves(out: Path, history: list[dict[str, float]]) -> Path | None:
+    """``curves.png``: training and validation loss and accuracy per epoch."""
+    if not history:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    figure, (loss_axes, acc_axes) = plt.subplots(1, 2, figsize=(10, 4))
+    for split in ("train", "val"):
+        loss_axes.plot(epochs, [row[f"{split}_loss"] for row in history], "o-", label=split)
+        acc_axes.plot(epochs, [row[f"{split}_acc"] for row in history], "o-", label=split)
+    loss_axes.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
+    acc_axes.set(xlabel="epoch", ylabel="top-1 accuracy", title="accuracy")
+    for axes in (loss_axes, acc_axes):
+        axes.legend()
+        axes.grid(alpha=0.3)
+    figure.tight_layout()
+    path = out / "curves.png"
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+@dataclass
+class Run:
+    """The objects of a run that a checkpoint captures."""
+
+    config: TrainConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    sampler: EpochBatchSampler
+    num_classes: int
+    state: TrainState
+
+    def save(self) -> None:
+        if self.config.checkpoint:
+            atomic_torch_save(checkpoint_payload(
+                self.config, self.num_classes, self.model, self.optimizer, self.scheduler,
+                self.sampler, self.state), self.config.out / CHECKPOINT_NAME)
+
+
+def build_run(config: TrainConfig, splits: Splits, sampler: EpochBatchSampler,
+              device: torch.device, checkpoint: dict[str, Any] | None) -> Run:
+    """Model, optimizer, ReduceLROnPlateau (on validation error, as the paper) and the state."""
+    num_classes = len(splits.classes)
+    model = VARIANTS[config.model].build(num_classes, MODEL_BACKENDS[config.backend],
+                                         image_spec(config).crop)
+    model = model.to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(config, model.parameters())
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=0.1, patience=config.lr_patience)
+    state = TrainState()
+    if checkpoint is not None:
+        state = restore(checkpoint, num_classes, model, optimizer, scheduler)
+    return Run(config, model, optimizer, scheduler, sampler, num_classes, state)
+
+
+def train_epoch(run: Run, network: nn.Module, loader: DataLoader, device: torch.device,
+                interrupt: InterruptRequest, on_step: Callable[[TrainState], None] | None
+                ) -> bool:
+    """Trains the rest of the current epoch; False when Ctrl-C stopped it early."""
+    config, state = run.config, run.state
+    amp = autocast(config, device)
+    network.train()
+    run.sampler.set_epoch(state.epoch, state.batch_in_epoch)
+    total = run.sampler.batches_per_epoch()
+    with progress_bar(config.progress) as progress:
+        task = progress.add_task("train", total=total, completed=state.batch_in_epoch,
+                                 epoch=f"{state.epoch + 1}/{config.epochs}",
+                                 loss=state.running.loss, acc=state.running.accuracy,
+                                 ips=state.running.images_per_second)
+        start = time.perf_counter()
+        for images, labels in loader:
+            images, labels = to_device(images, labels, device, config.channels_last)
+            loss, correct = train_step(network, run.optimizer, images, labels, amp)
+            now = time.perf_counter()
+            state.running.add(loss, correct, len(labels), now - start)
+            start = now
+            state.step += 1
+            state.batch_in_epoch += 1
+            state.last_loss = loss
+            progress.update(task, advance=1, loss=state.running.loss,
+                            acc=state.running.accuracy, ips=state.running.images_per_second)
+            if on_step is not None:
+                on_step(state)
+            if interrupt.requested and state.batch_in_epoch < total:
+                return False
+    return True
+
+
+def finish_epoch(run: Run, network: nn.Module, val_loader: DataLoader,
+                 device: torch.device) -> dict[str, float]:
+    """Validation, the learning-rate schedule, the log row; starts the next epoch."""
+    state = run.state
+    val = evaluate(network, val_loader, device, run.config)
+    record = epoch_record(state.epoch, state.step, run.optimizer.param_groups[0]["lr"],
+                          state.running, val)
+    run.scheduler.step(1.0 - val.accuracy)
+    state.history.append(record)
+    state.epoch += 1
+    state.batch_in_epoch = 0
+    state.running = EpochMetrics()
+    return record
+
+
+def train(config: TrainConfig, on_step: Callable[[TrainState], None] | None = None
+          ) -> TrainResult:
+    """Runs (or, with ``config.resume``, continues) a training run; see the module doc.
+
+    `on_step` is called after every optimizer step with the run's state.
+    Raises TrainingSetupError for unusable data, model names, sizes or checkpoints.
+    """
+    check_variant(config)
+    config = with_recipe(config)
+    checkpoint = read_checkpoint(config.resume, config) if config.resume else None
+    spec = image_spec(config)
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    splits = load_splits(config, spec)
+    train_loader, sampler, val_loader = loaders(config, splits, device)
+    run = build_run(config, splits, sampler, device, checkpoint)
+    network = torch.compile(run.model) if config.compile else run.model
+    say = print if config.progress else (lambda *_: None)
+    say(f"{config.model} ({config.backend} backend) on {device}, {spec.crop}x{spec.crop} "
+        f"inputs, {splits.description} ({len(splits.train)} train, {len(splits.val)} val images)")
+    if checkpoint is not None:
+        say(f"resumed from {config.resume}: epoch {run.state.epoch + 1}, "
+            f"batch {run.state.batch_in_epoch}, step {run.state.step}")
+    interrupted = False
+    with InterruptRequest() as interrupt:
+        while run.state.epoch < config.epochs and not interrupted:
+            completed = train_epoch(run, network, train_loader, device, interrupt, on_step)
+            if completed:
+                say(summary_line(finish_epoch(run, network, val_loader, device),
+                                 config.epochs))
+                write_logs(config.out, run.state.history)
+            run.save()
+            interrupted = interrupt.requested and run.state.epoch < config.epochs
+    if interrupted:
+        say(f"stopped at epoch {run.state.epoch + 1}, batch {run.state.batch_in_epoch}"
+            + (f"; resume with --resume {config.out / CHECKPOINT_NAME}"
+               if config.checkpoint else " (no checkpoint: --no-checkpoint)"))
+    plot = plot_curves(config.out, run.state.history)
+    if plot is not None:
+        say(f"curves: {plot}; log: {config.out / 'log.csv'}")
+    return TrainResult(run.model, run.state, interrupted)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m alexnet_kernels.train",
+        description="Train an AlexNet variant on alexnet-kernels (or, with --backend torch, "
+                    "the same network on PyTorch's ops) with the 2012 paper's recipe.")
+    p.add_argument("--model", choices=list(VARIANTS), default=defaults.model,
+                   help="alexnet: torchvision's; paper/paper-grouped: the 2012 paper at 227, "
+                        "paper-grouped with the two-GPU groups; cifar: seed 002's 32x32 "
+                        "network; bn: the BatchNorm variant")
+    p.add_argument("--backend", choices=list(MODEL_BACKENDS), default=defaults.backend,
+                   help="ours: the library's kernels; torch: the same network on PyTorch's ops")
+    p.add_argument("--data", type=Path, help="ImageFolder root with train/ and val/; default: "
+                   "scikit-learn's bundled digits for cifar, synthetic images otherwise")
+    p.add_argument("--epochs", type=_positive, default=defaults.epochs)
+    p.add_argument("--optimizer", choices=OPTIMIZERS,
+                   help="default: sgd (the paper), adam for cifar (seed 002)")
+    p.add_argument("--batch-size", type=_positive, help="default: 128, 64 for cifar")
+    p.add_argument("--lr", type=float, help="initial learning rate; default: 0.01 (sgd), "
+                   "0.001 (adam)")
+    p.add_argument("--momentum", type=float, default=defaults.momentum, help="SGD only")
+    p.add_argument("--weight-decay", type=float, help="default: 5e-4, 0 for cifar")
+    p.add_argument("--lr-patience", type=int, default=defaults.lr_patience,
+                   help="epochs without a lower validation error before the lr is divided by 10")
+    p.add_argument("--image-size", type=_positive,
+                   help="network input side (default: 224, 227 for paper*, 32 for cifar)")
+    p.add_argument("--resize", type=_positive,
+                   help="side images are resized to before cropping (default: the variant's "
+                        "ratio, 256 for 224/227)")
+    p.add_argument("--synthetic-classes", type=_positive, default=defaults.synthetic_classes)
+    p.add_argument("--synthetic-size", type=_positive, default=defaults.synthetic_size,
+                   help="synthetic training images (a fifth as many for validation)")
+    p.add_argument("--train-limit", type=_positive, help="use at most this many training images")
+    p.add_argument("--val-limit", type=_positive, help="use at most this many validation images")
+    p.add_argument("--workers", type=int, default=defaults.workers, help="DataLoader workers")
+    p.add_argument("--amp", action="store_true",
+                   help="bf16 autocast (on CUDA; on the CPU, PyTorch's CPU bf16 autocast)")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--device", help="default: cuda when available, else cpu")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--out", type=Path, default=defaults.out,
+                   help="checkpoint.pt, log.csv, log.json, curves.png go here")
+    p.add_argument("--resume", type=Path, help="checkpoint to continue from")
+    p.add_argument("--no-checkpoint", dest="checkpoint", action="store_false",
+                   help="write no checkpoint (e.g. when timing)")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar or summary lines")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    return TrainConfig(**vars(parser().parse_args(argv)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line: 0 on success (also after Ctrl-C saved a checkpoint), 2 on bad setup."""
+    config = parse_args(argv)
+    try:
+        train(config)
+    except TrainingSetupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
