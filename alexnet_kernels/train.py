@@ -293,9 +293,9 @@ def resolve_device(name: str | None) -> torch.device:
 def autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on ``--amp``, on the CPU as well (``torch.autocast("cpu")``).
 
-    PyTorch's ops on its autocast list (convolutions, linear layers) then run in
-    bf16; the library's ops have no autocast rule, so they run in the dtype
-    they are given (a fused conv+ReLU fed fp32 stays fp32).
+    PyTorch's ops on its autocast list (linear layers) and the library's fused
+    conv+ReLU (which casts as autocast casts ``F.conv2d``) then run in bf16; LRN,
+    max-pool and dropout run in the dtype they receive, as PyTorch's do.
     """
     if not config.amp:
         return contextlib.nullcontext()

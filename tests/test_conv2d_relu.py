@@ -314,6 +314,25 @@ def test_torch_compile_fullgraph() -> None:
     assert_compiled_matches_eager(model, random_tensor((2, 3, 11, 11), torch.float32, seed=34))
 
 
+@pytest.mark.parametrize("provider", ["native", "torch"])
+def test_autocast_runs_in_the_autocast_dtype_as_conv2d_does(provider: str) -> None:
+    """Under autocast our op casts its fp32 operands as autocast casts F.conv2d's, and
+    agrees with eager on them; gradients reach the fp32 leaves in fp32."""
+    with _context(provider):
+        torch.manual_seed(2)
+        conv = torch.nn.Conv2d(5, 7, 3, stride=2, padding=1)
+        ours = ak.nn.Conv2dReLU(5, 7, 3, stride=2, padding=1, backend=provider)
+        ours.load_state_dict(conv.state_dict())
+        x = random_tensor((2, 5, 9, 10), torch.float32, seed=36).requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            expected = torch.relu(conv(x))
+            actual = ours(x)
+        assert actual.dtype == expected.dtype == torch.bfloat16
+        torch.testing.assert_close(actual, expected, rtol=1.6e-2, atol=1.6e-2)
+        actual.float().sum().backward()
+        assert x.grad.dtype == ours.weight.grad.dtype == torch.float32
+
+
 def test_module_is_drop_in() -> None:
     torch.manual_seed(1)
     theirs = torch.nn.Conv2d(4, 6, (3, 5), stride=2, padding=(1, 2), groups=2)

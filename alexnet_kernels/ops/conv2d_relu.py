@@ -103,6 +103,24 @@ def _resolve_padding(x: torch.Tensor, weight: torch.Tensor, padding, stride: tup
     return x, left
 
 
+def _autocast(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Under ``torch.autocast`` for x's device, the operands in the autocast dtype, as
+    autocast casts ``F.conv2d``'s: a custom op has no autocast rule of its own, so
+    without this an fp32 model under autocast would run its convolutions in fp32."""
+    if not isinstance(x, torch.Tensor) or not torch.is_autocast_enabled(x.device.type):
+        return x, weight, bias
+    dtype = torch.get_autocast_dtype(x.device.type)
+
+    def cast(t: torch.Tensor | None) -> torch.Tensor | None:
+        # Autocast leaves float64 (and non-float) tensors alone.
+        if isinstance(t, torch.Tensor) and t.dtype in (torch.float32, torch.float16,
+                                                       torch.bfloat16):
+            return t.to(dtype)
+        return t
+    return cast(x), cast(weight), cast(bias)
+
+
 def conv2d_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                 stride: IntPair = 1, padding: IntPair | str = 0, dilation: IntPair = 1,
                 groups: int = 1, *, backend: str = "auto") -> torch.Tensor:
@@ -116,8 +134,10 @@ def conv2d_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
         backend: "auto", "native", "triton" or "torch" (see ``alexnet_kernels.backends``).
 
     Returns:
-        (N, Cout, OH, OW) (or (Cout, OH, OW)), non-negative.
+        (N, Cout, OH, OW) (or (Cout, OH, OW)), non-negative; under ``torch.autocast``
+        computed in the autocast dtype, as ``F.conv2d`` is.
     """
+    x, weight, bias = _autocast(x, weight, bias)
     _check_tensors(x, weight, bias)
     stride_pair, dilation_pair = _pair("stride", stride), _pair("dilation", dilation)
     if min(stride_pair) < 1 or min(dilation_pair) < 1:
