@@ -1,4 +1,4 @@
-"""Datasets and augmentation for the training script (needs torchvision: ``pip install .[train]``).
+"""Datasets and augmentation for the training script (needs torchvision: the ``train`` extra).
 
 Every random augmentation of a sample is seeded by (seed, epoch, index) and
 batches are drawn in an order fixed by (seed, epoch), so what a run sees does

@@ -14,7 +14,8 @@ metrics and every RNG state, so ``--resume`` continues exactly: on the CPU
 with a fixed seed a resumed run reaches the same weights, bit for bit, as an
 uninterrupted one, whether it stopped at the end of an epoch or in the middle
 of one (Ctrl-C finishes the current step, saves and exits; a second Ctrl-C
-aborts at once). Needs torchvision (``pip install .[train]``).
+aborts at once). Needs torchvision: the ``train`` extra,
+``pip install --no-build-isolation ".[train]"``.
 """
 
 from __future__ import annotations
