@@ -48,18 +48,35 @@ inline int64_t round_up_to_chunks(int64_t n) {
   return (n + cpu::kRowChunk - 1) / cpu::kRowChunk * cpu::kRowChunk;
 }
 
+// Entries [lo, hi) of phase r, those with 0 <= r + j * stride_w - pad_w < in_w,
+// are inside the input row; the others are padding.
+struct PhaseEntries {
+  int64_t lo;
+  int64_t hi;
+};
+
 // One input row, padded with -inf and split into stride_w phases of
 // `phase_len` elements: padded column p = iw + pad_w lives at [p % s][p / s].
 struct PhaseRows {
   int64_t phase_len;  // covers every tap of every vector chunk of an output row
   int64_t row_len;    // stride_w * phase_len
   int64_t span;       // input rows one window spans; ring slots
+  // Per phase, the same for every row: computed once, as the divisions they
+  // take cost more than splitting a short row.
+  std::vector<PhaseEntries> inside;
 
-  explicit PhaseRows(const PoolWindow& w) {
+  explicit PhaseRows(const PoolWindow& w) : inside(w.stride_w) {
     phase_len = round_up_to_chunks(w.out_w) +
                 static_cast<int64_t>(w.kernel_w - 1) * w.dilation_w / w.stride_w + 1;
     row_len = w.stride_w * phase_len;
     span = static_cast<int64_t>(w.kernel_h - 1) * w.dilation_h + 1;
+    for (int r = 0; r < w.stride_w; ++r) {
+      const int64_t lo = std::min<int64_t>(
+          phase_len, std::max<int64_t>(0, (w.pad_w - r + w.stride_w - 1) / w.stride_w));
+      const int64_t hi = std::min<int64_t>(
+          phase_len, std::max<int64_t>(lo, (w.in_w - 1 + w.pad_w - r) / w.stride_w + 1));
+      inside[r] = {lo, hi};
+    }
   }
 };
 
@@ -72,25 +89,20 @@ struct RowRing {
 
   explicit RowRing(const PhaseRows& rows) : data(rows.span * rows.row_len), tag(rows.span, -1),
                                    row_len(rows.row_len) {}
-  Acc* slot(int64_t ih) { return data.data() + (ih % static_cast<int64_t>(tag.size())) * row_len; }
-  bool holds(int64_t ih) const { return tag[ih % static_cast<int64_t>(tag.size())] == ih; }
-  void mark(int64_t ih) { tag[ih % static_cast<int64_t>(tag.size())] = ih; }
-};
 
-// Entries [lo, hi) of phase r, those with 0 <= r + j * stride_w - pad_w < in_w,
-// are inside the input row; the others are padding.
-struct PhaseEntries {
-  int64_t lo;
-  int64_t hi;
+  // Row ih's slot, now marked as holding it; `fresh` when it held another row
+  // and must be filled. One modulo per row, not one per query: it is a division.
+  struct Slot {
+    Acc* row;
+    bool fresh;
+  };
+  Slot claim(int64_t ih) {
+    const int64_t index = ih % static_cast<int64_t>(tag.size());
+    const bool fresh = tag[index] != ih;
+    tag[index] = ih;
+    return {data.data() + index * row_len, fresh};
+  }
 };
-
-AK_CPU_INLINE PhaseEntries inside_phase_entries(const PoolWindow& w, const PhaseRows& rows, int r) {
-  const int64_t lo = std::min<int64_t>(
-      rows.phase_len, std::max<int64_t>(0, (w.pad_w - r + w.stride_w - 1) / w.stride_w));
-  const int64_t hi = std::min<int64_t>(
-      rows.phase_len, std::max<int64_t>(lo, (w.in_w - 1 + w.pad_w - r) / w.stride_w + 1));
-  return {lo, hi};
-}
 
 // dst[j] = src[j * stride] for j < count. Strides 1 and 2 (AlexNet's) get
 // their own loops because the vectoriser needs the stride at compile time.
@@ -125,7 +137,7 @@ AK_CPU_INLINE void split_row_into_phases(const T* x_row, const PoolWindow& w,
   const Acc neg_inf = -std::numeric_limits<Acc>::infinity();
   for (int r = 0; r < w.stride_w; ++r) {
     Acc* phase = out + r * rows.phase_len;
-    const auto [lo, hi] = inside_phase_entries(w, rows, r);
+    const auto [lo, hi] = rows.inside[r];
     for (int64_t j = 0; j < lo; ++j) phase[j] = neg_inf;
     if (hi > lo) {
       gather_strided(x_row + (lo * w.stride_w + r - w.pad_w), w.stride_w, hi - lo, phase + lo);
@@ -140,7 +152,7 @@ AK_CPU_INLINE void merge_phases_into_row(const Acc* phases, int64_t phase_stride
                                          const PoolWindow& w, const PhaseRows& rows, T* x_row) {
   for (int r = 0; r < w.stride_w; ++r) {
     const Acc* phase = phases + r * phase_stride;
-    const auto [lo, hi] = inside_phase_entries(w, rows, r);
+    const auto [lo, hi] = rows.inside[r];
     if (hi > lo) {
       scatter_strided(phase + lo, hi - lo, w.stride_w, x_row + (lo * w.stride_w + r - w.pad_w));
     }
@@ -207,10 +219,9 @@ AK_CPU_INLINE void max_pool_forward_nchw_planes(const T* x, T* y, A* argmax,
       for (int kh = 0; kh < w.kernel_h; ++kh) {
         const int64_t ih = top + static_cast<int64_t>(kh) * w.dilation_h;
         if (ih < 0 || ih >= w.in_h) continue;
-        Acc* row = ring.slot(ih);
-        if (!ring.holds(ih)) {
+        const auto [row, fresh] = ring.claim(ih);
+        if (fresh) {
           split_row_into_phases(x_plane + ih * w.in_w, w, rows, row);
-          ring.mark(ih);
         }
         for (int kw = 0; kw < w.kernel_w; ++kw) {
           const TapColumn column = columns[kw];
@@ -253,7 +264,7 @@ AK_CPU_INLINE void max_pool_backward_nchw_planes(const T* grad_y, const A* argma
   // Phase entries past the input row's last column need no sum.
   int64_t used = 0;
   for (int r = 0; r < w.stride_w; ++r) {
-    used = std::max(used, inside_phase_entries(w, rows, r).hi);
+    used = std::max(used, rows.inside[r].hi);
   }
   const int64_t gather_length = round_up_to_chunks(used);
 
