@@ -294,8 +294,11 @@ _OURS: dict[tuple[str, str], tuple[list[Kernel], list[Kernel]]] = {
                                ("grad_b", "YY", "B")]),
     # The backward reads grad_y, x and y (saved by the forward, already in memory).
     **{("lrn", d): ([("lrn", "X", "Y")], [("lrn_backward", "YXY", "X")]) for d in _DEVICES},
-    **{("max_pool2d", d): ([("max_pool2d", "X", "YA")], [("max_pool2d_backward", "YA", "X")])
-       for d in _DEVICES},
+    # The forward is timed without autograd: on the CPU that runs the values-only
+    # op (no argmax); CUDA writes the argmax regardless.
+    ("max_pool2d", "cpu"): ([("max_pool2d_values", "X", "Y")],
+                            [("max_pool2d_backward", "YA", "X")]),
+    ("max_pool2d", "cuda"): ([("max_pool2d", "X", "YA")], [("max_pool2d_backward", "YA", "X")]),
     # The mask is regenerated from (seed, offset) in the backward, never stored.
     **{("dropout", d): ([("dropout", "X", "Y")], [("dropout (grad_y, same mask)", "Y", "X")])
        for d in _DEVICES},

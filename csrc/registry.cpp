@@ -27,6 +27,10 @@ TORCH_LIBRARY(alexnet_kernels, m) {
   m.def(
       "max_pool2d(Tensor x, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
       "bool ceil_mode) -> (Tensor, Tensor)");
+  // max_pool2d's y alone, for inference: no argmax is computed or stored.
+  m.def(
+      "max_pool2d_values(Tensor x, int[2] kernel_size, int[2] stride, int[2] padding, "
+      "int[2] dilation, bool ceil_mode) -> Tensor");
   m.def(
       "max_pool2d_backward(Tensor grad_y, Tensor argmax, SymInt[4] input_size, int[2] kernel_size, "
       "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");

@@ -208,6 +208,126 @@ def test_unbatched_input_and_defaults() -> None:
     assert torch.equal(ak.max_pool2d(x, 2, stride=[]), F.max_pool2d(x, 2, stride=[]))
 
 
+# ---- the values-only (inference) forward ---------------------------------------
+
+NATIVE_CPU = ["native", "native_avx2", "native_baseline"]
+_VALUES_OP = "alexnet_kernels::max_pool2d_values"
+_ARGMAX_OP = "alexnet_kernels::max_pool2d"
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """The bytes of t in logical order: equal bits, NaN payloads included."""
+    return t.contiguous().view(torch.uint8)
+
+
+def check_values_only(provider: str, x: torch.Tensor, window: tuple) -> None:
+    """max_pool2d_values equals max_pool2d's y bit for bit, in its layout, and PyTorch's."""
+    arguments = PoolGeometry(x.shape, *window).op_arguments()
+    with native_cpu_context(provider):
+        y = torch.ops.alexnet_kernels.max_pool2d_values(x, *arguments)
+        y_with_argmax, _ = torch.ops.alexnet_kernels.max_pool2d(x, *arguments)
+        with torch.no_grad():
+            y_wrapper = ak.max_pool2d(x, *window, backend="native")
+    assert y.dtype == x.dtype and y.stride() == y_with_argmax.stride()
+    assert torch.equal(_bits(y), _bits(y_with_argmax))
+    assert torch.equal(_bits(y_wrapper), _bits(y))
+    y_ref = F.max_pool2d(x.double(), *window)
+    torch.testing.assert_close(y.double(), y_ref, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("provider", NATIVE_CPU)
+@pytest.mark.parametrize("window", WINDOWS, ids=str)
+def test_values_only_windows(provider: str, window) -> None:
+    for seed, shape in enumerate(ODD_SHAPES):
+        for channels_last in (False, True):
+            x = random_tensor(shape, torch.float32, 100 + seed, channels_last)
+            check_values_only(provider, x, window)
+
+
+@pytest.mark.parametrize("provider", NATIVE_CPU)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_values_only_dtypes_and_alexnet_shapes(provider: str, dtype: torch.dtype,
+                                               channels_last: bool) -> None:
+    for seed, shape in enumerate([(2, 37, 9, 11), *ALEXNET_SHAPES]):
+        x = random_tensor(shape, dtype, 110 + seed, channels_last)
+        check_values_only(provider, x, ALEXNET_POOL)
+    big_window = ((17, 16), (3, 5), (8, 2), 1, True)
+    check_values_only(provider, random_tensor((2, 3, 20, 21), dtype, 119, channels_last),
+                      big_window)
+
+
+@pytest.mark.parametrize("provider", NATIVE_CPU)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("window", [ALEXNET_POOL, (3, 1, 1, 1, False), (2, 2, 1, 2, True)],
+                         ids=str)
+def test_values_only_nan_inf_and_ties(provider: str, channels_last: bool, window) -> None:
+    for dtype in FLOAT_DTYPES:
+        x = _special_values((2, 6, 11, 10), seed=120, channels_last=channels_last).to(dtype)
+        check_values_only(provider, x, window)
+
+
+def test_values_only_non_contiguous_and_empty_batch() -> None:
+    require_native_cpu()
+    x = random_tensor((5, 3, 9, 8), torch.float32, seed=130).transpose(0, 1)
+    check_values_only("native", x, ALEXNET_POOL)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        empty = torch.empty(0, 4, 9, 9).contiguous(memory_format=layout)
+        y = torch.ops.alexnet_kernels.max_pool2d_values(empty, [3, 3], [2, 2], [0, 0], [1, 1],
+                                                        False)
+        assert y.shape == (0, 4, 4, 4)
+
+
+def _custom_ops_called(fn: Callable[[], object]) -> set[str]:
+    """The max-pool forward ops that fn runs, as the profiler records them."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        fn()
+    return {e.name for e in profile.events()} & {_VALUES_OP, _ARGMAX_OP}
+
+
+def test_values_only_op_runs_exactly_when_nothing_needs_the_argmax() -> None:
+    require_native_cpu()
+    x = random_tensor((2, 8, 13, 13), torch.float32, seed=140)
+    leaf = x.clone().requires_grad_()
+
+    def pool(t: torch.Tensor, **kwargs) -> Callable[[], object]:
+        return lambda: ak.max_pool2d(t, 3, 2, backend="native", **kwargs)
+
+    assert _custom_ops_called(pool(x)) == {_VALUES_OP}
+    with torch.no_grad():
+        assert _custom_ops_called(pool(leaf)) == {_VALUES_OP}
+        assert _custom_ops_called(pool(x, return_indices=True)) == {_ARGMAX_OP}
+    with torch.inference_mode():
+        assert _custom_ops_called(pool(leaf)) == {_VALUES_OP}
+    assert _custom_ops_called(pool(leaf)) == {_ARGMAX_OP}
+    assert _custom_ops_called(pool(x, return_indices=True)) == {_ARGMAX_OP}
+    y = ak.max_pool2d(leaf, 3, 2, backend="native")
+    assert y.grad_fn is not None
+    with torch.no_grad():
+        assert torch.equal(ak.max_pool2d(leaf, 3, 2, backend="native"), y.detach())
+
+
+def test_values_only_under_torch_compile_fullgraph() -> None:
+    require_native_cpu()
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda t: ak.max_pool2d(torch.relu(t), 3, 2, backend="native"),
+                             fullgraph=True)
+    x = random_tensor((2, 8, 15, 15), torch.float32, seed=150)
+    with torch.no_grad():
+        y = compiled(x)
+        assert _custom_ops_called(lambda: compiled(x)) == {_VALUES_OP}
+    assert torch.equal(y, F.max_pool2d(torch.relu(x), 3, 2))
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_values_only_opcheck(channels_last: bool) -> None:
+    require_native_cpu()
+    x = random_tensor((2, 5, 9, 8), torch.float32, seed=160, channels_last=channels_last)
+    geometry = PoolGeometry(x.shape, 3, 2, 1, 1, True)
+    torch.library.opcheck(torch.ops.alexnet_kernels.max_pool2d_values.default,
+                          (x, *geometry.op_arguments()))
+
+
 # ---- gradients, op registration, torch.compile --------------------------------
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])

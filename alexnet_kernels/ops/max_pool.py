@@ -7,6 +7,10 @@ the backward keeps, instead of PyTorch's int64 indices into the input plane
 (an eighth of the memory for AlexNet's 3x3 windows); PyTorch-style indices are
 computed from it only when ``return_indices=True`` asks for them.
 
+On the CPU, a call that needs neither a gradient nor the indices runs
+``alexnet_kernels::max_pool2d_values`` instead, which computes the same values
+without the argmax (inference). CUDA and Triton always run the (y, argmax) op.
+
 Window rules follow PyTorch exactly: padding acts as -inf, the first maximum
 in window order wins ties, a NaN propagates (the last NaN of a window wins).
 """
@@ -23,6 +27,7 @@ from alexnet_kernels.ops.layout import output_memory_format
 
 _OP = "alexnet_kernels::max_pool2d"
 _BACKWARD_OP = "alexnet_kernels::max_pool2d_backward"
+_VALUES_OP = "alexnet_kernels::max_pool2d_values"
 _IMPLEMENTED = ("native", "triton", "torch")
 # Windows of up to this many positions store their argmax in a uint8.
 _MAX_BYTE_ARGMAX_WINDOW = 256
@@ -162,6 +167,10 @@ def max_pool2d(x: torch.Tensor, kernel_size: IntPair, stride: IntPair | None = N
     if chosen == "torch":
         return reference.max_pool2d(x, geometry.kernel, geometry.stride, geometry.padding,
                                     geometry.dilation, geometry.ceil_mode, return_indices)
+    if chosen == "native" and x.device.type == "cpu" and not return_indices \
+            and not (torch.is_grad_enabled() and x.requires_grad):
+        y = torch.ops.alexnet_kernels.max_pool2d_values(x4, *geometry.op_arguments())
+        return y.squeeze(0) if unbatched else y
     if chosen == "triton":
         # Imported here: importing the package must not import triton.
         from alexnet_kernels.triton import max_pool as triton_max_pool
@@ -178,14 +187,23 @@ def max_pool2d(x: torch.Tensor, kernel_size: IntPair, stride: IntPair | None = N
     return y, indices.squeeze(0) if unbatched else indices
 
 
+def _empty_output(x: torch.Tensor, geometry: PoolGeometry, dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised (N, C, OH, OW) tensor in the layout the kernels write for x."""
+    return torch.empty(geometry.output_shape, dtype=dtype, device=x.device,
+                       memory_format=output_memory_format(x))
+
+
+def _max_pool2d_values_fake(x: torch.Tensor, kernel_size: list[int], stride: list[int],
+                            padding: list[int], dilation: list[int], ceil_mode: bool
+                            ) -> torch.Tensor:
+    geometry = PoolGeometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    return _empty_output(x, geometry, x.dtype)
+
+
 def _max_pool2d_fake(x: torch.Tensor, kernel_size: list[int], stride: list[int],
                      padding: list[int], dilation: list[int], ceil_mode: bool):
     geometry = PoolGeometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
-    layout = output_memory_format(x)
-    y = torch.empty(geometry.output_shape, dtype=x.dtype, device=x.device, memory_format=layout)
-    argmax = torch.empty(geometry.output_shape, dtype=geometry.argmax_dtype, device=x.device,
-                         memory_format=layout)
-    return y, argmax
+    return _empty_output(x, geometry, x.dtype), _empty_output(x, geometry, geometry.argmax_dtype)
 
 
 def _max_pool2d_backward_fake(grad_y: torch.Tensor, argmax: torch.Tensor, input_size,
@@ -219,6 +237,7 @@ def backward_through(backward_op: Callable) -> Callable:
 
 if _extension.is_loaded():
     torch.library.register_fake(_OP)(_max_pool2d_fake)
+    torch.library.register_fake(_VALUES_OP)(_max_pool2d_values_fake)
     torch.library.register_fake(_BACKWARD_OP)(_max_pool2d_backward_fake)
     torch.library.register_autograd(
         _OP, backward_through(torch.ops.alexnet_kernels.max_pool2d_backward),

@@ -48,18 +48,35 @@ inline int64_t round_up_to_chunks(int64_t n) {
   return (n + cpu::kRowChunk - 1) / cpu::kRowChunk * cpu::kRowChunk;
 }
 
+// Entries [lo, hi) of phase r, those with 0 <= r + j * stride_w - pad_w < in_w,
+// are inside the input row; the others are padding.
+struct PhaseEntries {
+  int64_t lo;
+  int64_t hi;
+};
+
 // One input row, padded with -inf and split into stride_w phases of
 // `phase_len` elements: padded column p = iw + pad_w lives at [p % s][p / s].
 struct PhaseRows {
   int64_t phase_len;  // covers every tap of every vector chunk of an output row
   int64_t row_len;    // stride_w * phase_len
   int64_t span;       // input rows one window spans; ring slots
+  // Per phase, the same for every row: computed once, as the divisions they
+  // take cost more than splitting a short row.
+  std::vector<PhaseEntries> inside;
 
-  explicit PhaseRows(const PoolWindow& w) {
+  explicit PhaseRows(const PoolWindow& w) : inside(w.stride_w) {
     phase_len = round_up_to_chunks(w.out_w) +
                 static_cast<int64_t>(w.kernel_w - 1) * w.dilation_w / w.stride_w + 1;
     row_len = w.stride_w * phase_len;
     span = static_cast<int64_t>(w.kernel_h - 1) * w.dilation_h + 1;
+    for (int r = 0; r < w.stride_w; ++r) {
+      const int64_t lo = std::min<int64_t>(
+          phase_len, std::max<int64_t>(0, (w.pad_w - r + w.stride_w - 1) / w.stride_w));
+      const int64_t hi = std::min<int64_t>(
+          phase_len, std::max<int64_t>(lo, (w.in_w - 1 + w.pad_w - r) / w.stride_w + 1));
+      inside[r] = {lo, hi};
+    }
   }
 };
 
@@ -72,25 +89,20 @@ struct RowRing {
 
   explicit RowRing(const PhaseRows& rows) : data(rows.span * rows.row_len), tag(rows.span, -1),
                                    row_len(rows.row_len) {}
-  Acc* slot(int64_t ih) { return data.data() + (ih % static_cast<int64_t>(tag.size())) * row_len; }
-  bool holds(int64_t ih) const { return tag[ih % static_cast<int64_t>(tag.size())] == ih; }
-  void mark(int64_t ih) { tag[ih % static_cast<int64_t>(tag.size())] = ih; }
-};
 
-// Entries [lo, hi) of phase r, those with 0 <= r + j * stride_w - pad_w < in_w,
-// are inside the input row; the others are padding.
-struct PhaseEntries {
-  int64_t lo;
-  int64_t hi;
+  // Row ih's slot, now marked as holding it; `fresh` when it held another row
+  // and must be filled. One modulo per row, not one per query: it is a division.
+  struct Slot {
+    Acc* row;
+    bool fresh;
+  };
+  Slot claim(int64_t ih) {
+    const int64_t index = ih % static_cast<int64_t>(tag.size());
+    const bool fresh = tag[index] != ih;
+    tag[index] = ih;
+    return {data.data() + index * row_len, fresh};
+  }
 };
-
-AK_CPU_INLINE PhaseEntries inside_phase_entries(const PoolWindow& w, const PhaseRows& rows, int r) {
-  const int64_t lo = std::min<int64_t>(
-      rows.phase_len, std::max<int64_t>(0, (w.pad_w - r + w.stride_w - 1) / w.stride_w));
-  const int64_t hi = std::min<int64_t>(
-      rows.phase_len, std::max<int64_t>(lo, (w.in_w - 1 + w.pad_w - r) / w.stride_w + 1));
-  return {lo, hi};
-}
 
 // dst[j] = src[j * stride] for j < count. Strides 1 and 2 (AlexNet's) get
 // their own loops because the vectoriser needs the stride at compile time.
@@ -125,7 +137,7 @@ AK_CPU_INLINE void split_row_into_phases(const T* x_row, const PoolWindow& w,
   const Acc neg_inf = -std::numeric_limits<Acc>::infinity();
   for (int r = 0; r < w.stride_w; ++r) {
     Acc* phase = out + r * rows.phase_len;
-    const auto [lo, hi] = inside_phase_entries(w, rows, r);
+    const auto [lo, hi] = rows.inside[r];
     for (int64_t j = 0; j < lo; ++j) phase[j] = neg_inf;
     if (hi > lo) {
       gather_strided(x_row + (lo * w.stride_w + r - w.pad_w), w.stride_w, hi - lo, phase + lo);
@@ -140,7 +152,7 @@ AK_CPU_INLINE void merge_phases_into_row(const Acc* phases, int64_t phase_stride
                                          const PoolWindow& w, const PhaseRows& rows, T* x_row) {
   for (int r = 0; r < w.stride_w; ++r) {
     const Acc* phase = phases + r * phase_stride;
-    const auto [lo, hi] = inside_phase_entries(w, rows, r);
+    const auto [lo, hi] = rows.inside[r];
     if (hi > lo) {
       scatter_strided(phase + lo, hi - lo, w.stride_w, x_row + (lo * w.stride_w + r - w.pad_w));
     }
@@ -173,7 +185,8 @@ inline std::vector<TapColumn> tap_columns(const PoolWindow& w) {
   return columns;
 }
 
-template <typename T, typename A>
+// WithArgmax = false: y only, argmax is not touched (null).
+template <bool WithArgmax, typename T, typename A>
 AK_CPU_INLINE void max_pool_forward_nchw_planes(const T* x, T* y, A* argmax,
                                                       const PoolWindow& w, int64_t plane_begin,
                                                       int64_t plane_end) {
@@ -183,11 +196,11 @@ AK_CPU_INLINE void max_pool_forward_nchw_planes(const T* x, T* y, A* argmax,
   const std::vector<Index> first_col = first_columns(w);
   const int64_t padded_out_w = round_up_to_chunks(w.out_w);
   std::vector<Acc> best(padded_out_w);
-  std::vector<Index> best_tap(padded_out_w);
-  std::vector<Index> first_tap(padded_out_w);
+  std::vector<Index> best_tap(WithArgmax ? padded_out_w : 0);
+  std::vector<Index> first_tap(WithArgmax ? padded_out_w : 0);
   const std::vector<TapColumn> columns = tap_columns(w);
   std::vector<cpu::TapRow<Acc, Index>> taps(static_cast<size_t>(w.kernel_h) * w.kernel_w);
-  const cpu::RowMaxFn<Acc, Index> row_max = cpu::select_row_max<Acc, Index>();
+  const cpu::RowMaxFn<Acc, Index> row_max = cpu::select_row_max<Acc, Index, WithArgmax>();
   int first_tap_row = -1;  // the kh_first that first_tap holds
   for (int64_t plane = plane_begin; plane < plane_end; ++plane) {
     const T* x_plane = x + plane * w.in_h * w.in_w;
@@ -195,7 +208,8 @@ AK_CPU_INLINE void max_pool_forward_nchw_planes(const T* x, T* y, A* argmax,
     for (int64_t oh = 0; oh < w.out_h; ++oh) {
       const int64_t top = oh * w.stride_h - w.pad_h;
       const int kh_first = kernels::first_tap_inside(oh, w.stride_h, w.pad_h, w.dilation_h);
-      if (kh_first != first_tap_row) {  // only rows at the top border differ
+      // Only rows at the top border differ.
+      if (WithArgmax && kh_first != first_tap_row) {
         for (int64_t ow = 0; ow < padded_out_w; ++ow) {
           first_tap[ow] = first_col[ow] + kh_first * w.kernel_w;
         }
@@ -205,10 +219,9 @@ AK_CPU_INLINE void max_pool_forward_nchw_planes(const T* x, T* y, A* argmax,
       for (int kh = 0; kh < w.kernel_h; ++kh) {
         const int64_t ih = top + static_cast<int64_t>(kh) * w.dilation_h;
         if (ih < 0 || ih >= w.in_h) continue;
-        Acc* row = ring.slot(ih);
-        if (!ring.holds(ih)) {
+        const auto [row, fresh] = ring.claim(ih);
+        if (fresh) {
           split_row_into_phases(x_plane + ih * w.in_w, w, rows, row);
-          ring.mark(ih);
         }
         for (int kw = 0; kw < w.kernel_w; ++kw) {
           const TapColumn column = columns[kw];
@@ -218,13 +231,15 @@ AK_CPU_INLINE void max_pool_forward_nchw_planes(const T* x, T* y, A* argmax,
       }
       row_max(taps.data(), count, padded_out_w, first_tap.data(), best.data(), best_tap.data());
       T* y_row = y + (plane * w.out_h + oh) * w.out_w;
-      A* a_row = argmax + (plane * w.out_h + oh) * w.out_w;
       // Two loops, so each vectorises (a single loop storing two types did not).
       for (int64_t ow = 0; ow < w.out_w; ++ow) {
         y_row[ow] = static_cast<T>(best[ow]);
       }
-      for (int64_t ow = 0; ow < w.out_w; ++ow) {
-        a_row[ow] = static_cast<A>(best_tap[ow]);
+      if constexpr (WithArgmax) {
+        A* a_row = argmax + (plane * w.out_h + oh) * w.out_w;
+        for (int64_t ow = 0; ow < w.out_w; ++ow) {
+          a_row[ow] = static_cast<A>(best_tap[ow]);
+        }
       }
     }
   }
@@ -249,7 +264,7 @@ AK_CPU_INLINE void max_pool_backward_nchw_planes(const T* grad_y, const A* argma
   // Phase entries past the input row's last column need no sum.
   int64_t used = 0;
   for (int r = 0; r < w.stride_w; ++r) {
-    used = std::max(used, inside_phase_entries(w, rows, r).hi);
+    used = std::max(used, rows.inside[r].hi);
   }
   const int64_t gather_length = round_up_to_chunks(used);
 
@@ -311,15 +326,16 @@ AK_CPU_INLINE void max_pool_backward_nchw_planes(const T* grad_y, const A* argma
   }
 }
 
-// NHWC forward: output pixels [begin, end) of the flattened (n, oh, ow) range.
-template <typename T, typename A>
+// NHWC forward: output pixels [begin, end) of the flattened (n, oh, ow) range;
+// WithArgmax = false: y only, argmax is not touched (null).
+template <bool WithArgmax, typename T, typename A>
 AK_CPU_INLINE void max_pool_forward_nhwc_pixels(const T* x, T* y, A* argmax,
                                                       const PoolWindow& w, int64_t begin,
                                                       int64_t end) {
   using Acc = at::opmath_type<T>;
   const int64_t C = w.channels;
   std::vector<Acc> best(C);
-  std::vector<Index> best_tap(C);
+  std::vector<Index> best_tap(WithArgmax ? C : 0);
   for (int64_t pixel = begin; pixel < end; ++pixel) {
     const int64_t ow = pixel % w.out_w;
     const int64_t oh = (pixel / w.out_w) % w.out_h;
@@ -327,7 +343,9 @@ AK_CPU_INLINE void max_pool_forward_nhwc_pixels(const T* x, T* y, A* argmax,
     const int kh_first = kernels::first_tap_inside(oh, w.stride_h, w.pad_h, w.dilation_h);
     const int kw_first = kernels::first_tap_inside(ow, w.stride_w, w.pad_w, w.dilation_w);
     std::fill(best.begin(), best.end(), -std::numeric_limits<Acc>::infinity());
-    std::fill(best_tap.begin(), best_tap.end(), Index(kh_first * w.kernel_w + kw_first));
+    if constexpr (WithArgmax) {
+      std::fill(best_tap.begin(), best_tap.end(), Index(kh_first * w.kernel_w + kw_first));
+    }
     for (int kh = kh_first; kh < w.kernel_h; ++kh) {
       const int64_t ih = oh * w.stride_h - w.pad_h + static_cast<int64_t>(kh) * w.dilation_h;
       if (ih >= w.in_h) break;
@@ -340,15 +358,19 @@ AK_CPU_INLINE void max_pool_forward_nhwc_pixels(const T* x, T* y, A* argmax,
           const Acc v = static_cast<Acc>(xp[c]);
           const bool take = (v > best[c]) | (v != v);
           best[c] = take ? v : best[c];
-          best_tap[c] = take ? tap : best_tap[c];
+          if constexpr (WithArgmax) best_tap[c] = take ? tap : best_tap[c];
         }
       }
     }
     T* yp = y + pixel * C;
-    A* ap = argmax + pixel * C;
     for (int64_t c = 0; c < C; ++c) {
       yp[c] = static_cast<T>(best[c]);
-      ap[c] = static_cast<A>(best_tap[c]);
+    }
+    if constexpr (WithArgmax) {
+      A* ap = argmax + pixel * C;
+      for (int64_t c = 0; c < C; ++c) {
+        ap[c] = static_cast<A>(best_tap[c]);
+      }
     }
   }
 }
@@ -397,46 +419,86 @@ AK_CPU_INLINE void max_pool_backward_nhwc_pixels(const T* grad_y, const A* argma
 // Work items of at least this many output (or input) elements per task.
 constexpr int64_t kGrainElements = 32768;
 
+// What both forwards start from: the checked window, the layout they work in
+// and x in that layout.
+struct ForwardInput {
+  PoolWindow w;
+  at::MemoryFormat format;
+  at::Tensor x;
+};
+
+ForwardInput prepare_forward(const char* op, const at::Tensor& x_in,
+                             at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                             at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
+  check_pool_input(op, x_in, "x");
+  const PoolWindow w =
+      make_pool_window(x_in.sizes(), kernel_size, stride, padding, dilation, ceil_mode);
+  const at::MemoryFormat format = max_pool_memory_format(x_in);
+  return {w, format, x_in.contiguous(format)};
+}
+
+// The forward over the whole batch, in parallel; argmax is null when !WithArgmax.
+template <bool WithArgmax, typename T, typename A>
+void run_forward(const ForwardInput& input, T* y, A* argmax) {
+  const PoolWindow& w = input.w;
+  const T* x = input.x.const_data_ptr<T>();
+  if (input.format == at::MemoryFormat::Contiguous) {
+    const int64_t grain = std::max<int64_t>(1, kGrainElements / (w.out_h * w.out_w));
+    at::parallel_for(0, w.batch * w.channels, grain, [&](int64_t begin, int64_t end) {
+      cpu::run_with_cpu_capability([&]() AK_CPU_INLINE_LAMBDA {
+        max_pool_forward_nchw_planes<WithArgmax>(x, y, argmax, w, begin, end);
+      });
+    });
+  } else {
+    const int64_t grain = std::max<int64_t>(1, kGrainElements / w.channels);
+    at::parallel_for(0, w.batch * w.out_h * w.out_w, grain, [&](int64_t begin, int64_t end) {
+      cpu::run_with_cpu_capability([&]() AK_CPU_INLINE_LAMBDA {
+        max_pool_forward_nhwc_pixels<WithArgmax>(x, y, argmax, w, begin, end);
+      });
+    });
+  }
+}
+
 std::tuple<at::Tensor, at::Tensor> max_pool2d_cpu(const at::Tensor& x_in,
                                                   at::IntArrayRef kernel_size,
                                                   at::IntArrayRef stride, at::IntArrayRef padding,
                                                   at::IntArrayRef dilation, bool ceil_mode) {
-  check_pool_input("max_pool2d", x_in, "x");
-  const PoolWindow w =
-      make_pool_window(x_in.sizes(), kernel_size, stride, padding, dilation, ceil_mode);
-  const at::MemoryFormat format = max_pool_memory_format(x_in);
-  const at::Tensor x = x_in.contiguous(format);
-  at::Tensor y = cpu::empty_output(pool_output_sizes(w), x.options(), format);
-  at::Tensor argmax =
-      cpu::empty_output(pool_output_sizes(w), x.options().dtype(argmax_dtype(w)), format);
+  const ForwardInput input =
+      prepare_forward("max_pool2d", x_in, kernel_size, stride, padding, dilation, ceil_mode);
+  const at::TensorOptions options = input.x.options();
+  at::Tensor y = cpu::empty_output(pool_output_sizes(input.w), options, input.format);
+  at::Tensor argmax = cpu::empty_output(pool_output_sizes(input.w),
+                                        options.dtype(argmax_dtype(input.w)), input.format);
   if (y.numel() == 0) {
     return {y, argmax};
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "max_pool2d_cpu",
-                                  [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.x.scalar_type(),
+                                  "max_pool2d_cpu", [&] {
     dispatch_argmax_type(argmax.scalar_type(), [&](auto index_tag) {
       using A = decltype(index_tag);
-      const scalar_t* xp = x.const_data_ptr<scalar_t>();
-      scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-      A* ap = argmax.mutable_data_ptr<A>();
-      if (format == at::MemoryFormat::Contiguous) {
-        const int64_t grain = std::max<int64_t>(1, kGrainElements / (w.out_h * w.out_w));
-        at::parallel_for(0, w.batch * w.channels, grain, [&](int64_t begin, int64_t end) {
-          cpu::run_with_cpu_capability([&]() AK_CPU_INLINE_LAMBDA {
-            max_pool_forward_nchw_planes(xp, yp, ap, w, begin, end);
-          });
-        });
-      } else {
-        const int64_t grain = std::max<int64_t>(1, kGrainElements / w.channels);
-        at::parallel_for(0, w.batch * w.out_h * w.out_w, grain, [&](int64_t begin, int64_t end) {
-          cpu::run_with_cpu_capability([&]() AK_CPU_INLINE_LAMBDA {
-            max_pool_forward_nhwc_pixels(xp, yp, ap, w, begin, end);
-          });
-        });
-      }
+      run_forward<true>(input, y.mutable_data_ptr<scalar_t>(), argmax.mutable_data_ptr<A>());
     });
   });
   return {y, argmax};
+}
+
+// max_pool2d's y alone, bit for bit, without computing or writing the argmax:
+// the inference forward.
+at::Tensor max_pool2d_values_cpu(const at::Tensor& x_in, at::IntArrayRef kernel_size,
+                                 at::IntArrayRef stride, at::IntArrayRef padding,
+                                 at::IntArrayRef dilation, bool ceil_mode) {
+  const ForwardInput input = prepare_forward("max_pool2d_values", x_in, kernel_size, stride,
+                                             padding, dilation, ceil_mode);
+  at::Tensor y =
+      cpu::empty_output(pool_output_sizes(input.w), input.x.options(), input.format);
+  if (y.numel() == 0) {
+    return y;
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.x.scalar_type(),
+                                  "max_pool2d_values_cpu", [&] {
+    run_forward<false>(input, y.mutable_data_ptr<scalar_t>(), static_cast<uint8_t*>(nullptr));
+  });
+  return y;
 }
 
 at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_y_in, const at::Tensor& argmax_in,
@@ -484,6 +546,7 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_y_in, const at::Tensor
 
 TORCH_LIBRARY_IMPL(alexnet_kernels, CPU, m) {
   m.impl("max_pool2d", &max_pool2d_cpu);
+  m.impl("max_pool2d_values", &max_pool2d_values_cpu);
   m.impl("max_pool2d_backward", &max_pool2d_backward_cpu);
 }
 

@@ -42,7 +42,9 @@ struct GradientRow {
 };
 
 // best[i] = max over taps of taps[t].values[i] (NaN wins, first maximum wins
-// ties), best_tap[i] = its tap, starting from (-inf, first_tap[i]).
+// ties), best_tap[i] = its tap, starting from (-inf, first_tap[i]). Versions
+// built WithArgmax = false compute best alone and never touch first_tap or
+// best_tap (which may then be null); best is the same bit for bit.
 template <typename Acc, typename Index>
 using RowMaxFn = void (*)(const TapRow<Acc, Index>* taps, int count, int64_t length,
                           const Index* first_tap, Acc* best, Index* best_tap);
@@ -52,21 +54,22 @@ template <typename Acc, typename Index>
 using RowGatherFn = void (*)(const GradientRow<Acc, Index>* rows, int count, int64_t length,
                              Acc* out);
 
-template <typename Acc, typename Index>
+template <typename Acc, typename Index, bool WithArgmax>
 void row_max_portable(const TapRow<Acc, Index>* taps, int count, int64_t length,
                       const Index* first_tap, Acc* best, Index* best_tap) {
   for (int64_t i = 0; i < length; ++i) {
     Acc value = -std::numeric_limits<Acc>::infinity();
-    Index tap = first_tap[i];
+    Index tap = 0;
+    if constexpr (WithArgmax) tap = first_tap[i];
     for (int t = 0; t < count; ++t) {
       const Acc v = taps[t].values[i];
       if (v > value || v != v) {
         value = v;
-        tap = taps[t].tap;
+        if constexpr (WithArgmax) tap = taps[t].tap;
       }
     }
     best[i] = value;
-    best_tap[i] = tap;
+    if constexpr (WithArgmax) best_tap[i] = tap;
   }
 }
 
@@ -86,40 +89,52 @@ void row_gather_portable(const GradientRow<Acc, Index>* rows, int count, int64_t
 
 #if AK_CPU_HAS_ISA_VARIANTS
 
+template <bool WithArgmax>
 AK_TARGET_AVX512 inline void row_max_avx512(const TapRow<float, int32_t>* taps, int count,
                                             int64_t length, const int32_t* first_tap, float* best,
                                             int32_t* best_tap) {
   for (int64_t i = 0; i < length; i += 16) {
     __m512 value = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-    __m512i tap = _mm512_loadu_si512(first_tap + i);
+    __m512i tap = _mm512_setzero_si512();
+    if constexpr (WithArgmax) tap = _mm512_loadu_si512(first_tap + i);
     for (int t = 0; t < count; ++t) {
       const __m512 v = _mm512_loadu_ps(taps[t].values + i);
       const __mmask16 take =
           _mm512_cmp_ps_mask(v, value, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
       value = _mm512_mask_mov_ps(value, take, v);
-      tap = _mm512_mask_mov_epi32(tap, take, _mm512_set1_epi32(taps[t].tap));
+      if constexpr (WithArgmax) {
+        tap = _mm512_mask_mov_epi32(tap, take, _mm512_set1_epi32(taps[t].tap));
+      }
     }
     _mm512_storeu_ps(best + i, value);
-    _mm512_storeu_si512(best_tap + i, tap);
+    if constexpr (WithArgmax) _mm512_storeu_si512(best_tap + i, tap);
   }
 }
 
+template <bool WithArgmax>
 AK_TARGET_AVX2 inline void row_max_avx2(const TapRow<float, int32_t>* taps, int count,
                                         int64_t length, const int32_t* first_tap, float* best,
                                         int32_t* best_tap) {
   for (int64_t i = 0; i < length; i += 8) {
     __m256 value = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
-    __m256 tap = _mm256_castsi256_ps(
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(first_tap + i)));
+    __m256 tap = _mm256_setzero_ps();
+    if constexpr (WithArgmax) {
+      tap = _mm256_castsi256_ps(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(first_tap + i)));
+    }
     for (int t = 0; t < count; ++t) {
       const __m256 v = _mm256_loadu_ps(taps[t].values + i);
       const __m256 take =
           _mm256_or_ps(_mm256_cmp_ps(v, value, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
       value = _mm256_blendv_ps(value, v, take);
-      tap = _mm256_blendv_ps(tap, _mm256_castsi256_ps(_mm256_set1_epi32(taps[t].tap)), take);
+      if constexpr (WithArgmax) {
+        tap = _mm256_blendv_ps(tap, _mm256_castsi256_ps(_mm256_set1_epi32(taps[t].tap)), take);
+      }
     }
     _mm256_storeu_ps(best + i, value);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(best_tap + i), _mm256_castps_si256(tap));
+    if constexpr (WithArgmax) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(best_tap + i), _mm256_castps_si256(tap));
+    }
   }
 }
 
@@ -156,21 +171,21 @@ AK_TARGET_AVX2 inline void row_gather_avx2(const GradientRow<float, int32_t>* ro
 #endif  // AK_CPU_HAS_ISA_VARIANTS
 
 // The versions for the instruction set the kernels run with.
-template <typename Acc, typename Index>
+template <typename Acc, typename Index, bool WithArgmax>
 RowMaxFn<Acc, Index> select_row_max() {
 #if AK_CPU_HAS_ISA_VARIANTS
   if constexpr (std::is_same_v<Acc, float> && std::is_same_v<Index, int32_t>) {
     switch (cpu_capability()) {
       case CpuCapability::kAvx512:
-        return &row_max_avx512;
+        return &row_max_avx512<WithArgmax>;
       case CpuCapability::kAvx2:
-        return &row_max_avx2;
+        return &row_max_avx2<WithArgmax>;
       case CpuCapability::kDefault:
         break;
     }
   }
 #endif
-  return &row_max_portable<Acc, Index>;
+  return &row_max_portable<Acc, Index, WithArgmax>;
 }
 
 template <typename Acc, typename Index>
