@@ -307,6 +307,14 @@ def test_values_only_op_runs_exactly_when_nothing_needs_the_argmax() -> None:
         assert torch.equal(ak.max_pool2d(leaf, 3, 2, backend="native"), y.detach())
 
 
+def test_values_only_op_refuses_a_backward() -> None:
+    require_native_cpu()
+    x = random_tensor((1, 2, 7, 7), torch.float32, seed=70).requires_grad_()
+    y = torch.ops.alexnet_kernels.max_pool2d_values(x, [3, 3], [2, 2], [0, 0], [1, 1], False)
+    with pytest.raises(RuntimeError, match="keeps no argmax, so it has no backward"):
+        y.sum().backward()
+
+
 def test_values_only_under_torch_compile_fullgraph() -> None:
     require_native_cpu()
     torch._dynamo.reset()

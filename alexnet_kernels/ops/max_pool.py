@@ -235,6 +235,16 @@ def backward_through(backward_op: Callable) -> Callable:
     return backward
 
 
+def _values_op_has_no_backward(ctx, grad_y: torch.Tensor):
+    raise RuntimeError(
+        "alexnet_kernels::max_pool2d_values keeps no argmax, so it has no backward; "
+        "call alexnet_kernels.max_pool2d, which uses it only when no gradient is needed")
+
+
+def _no_context(ctx, inputs, output) -> None:
+    pass
+
+
 if _extension.is_loaded():
     torch.library.register_fake(_OP)(_max_pool2d_fake)
     torch.library.register_fake(_VALUES_OP)(_max_pool2d_values_fake)
@@ -242,3 +252,6 @@ if _extension.is_loaded():
     torch.library.register_autograd(
         _OP, backward_through(torch.ops.alexnet_kernels.max_pool2d_backward),
         setup_context=setup_context)
+    # Without a formula autograd would hand back a y silently cut off from x's graph.
+    torch.library.register_autograd(_VALUES_OP, _values_op_has_no_backward,
+                                    setup_context=_no_context)
