@@ -41,12 +41,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 from torch.utils.data import DataLoader
 
 from alexnet_kernels import models
-from alexnet_kernels.data import (
+from alexnet_kernels.data import (  # first: says how to install the train extra
     EpochBatchSampler,
     ImageSpec,
     SeededAugmentation,
@@ -56,6 +55,12 @@ from alexnet_kernels.data import (
     folder_splits,
     synthetic_splits,
 )
+
+try:
+    from tqdm import tqdm
+except ImportError as missing:
+    raise ImportError("the training script's progress bar needs tqdm: "
+                      "pip install 'alexnet-kernels[train]'") from missing
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
@@ -478,13 +483,15 @@ def evaluate(network: nn.Module, loader: DataLoader, device: torch.device,
     return metrics
 
 
-def progress_bar(enabled: bool) -> Progress:
-    """One bar per epoch: batches done, running loss, accuracy and images/s."""
-    return Progress(
-        TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:6.2%}  "
-                   "{task.fields[ips]:7.1f} img/s"),
-        TimeElapsedColumn(), disable=not enabled)
+def progress_bar(enabled: bool, epoch: str, total: int, done: int) -> tqdm:
+    """One bar per epoch: batches done; running loss, accuracy and images/s as its postfix."""
+    return tqdm(total=total, initial=done, desc=f"epoch {epoch}", unit="batch",
+                disable=not enabled, dynamic_ncols=True)
+
+
+def show_running(bar: tqdm, metrics: EpochMetrics) -> None:
+    bar.set_postfix_str(f"loss {metrics.loss:.4f}  acc {metrics.accuracy:6.2%}  "
+                        f"{metrics.images_per_second:7.1f} img/s", refresh=False)
 
 
 def epoch_record(epoch: int, step: int, lr: float, train: EpochMetrics,
@@ -587,11 +594,9 @@ def train_epoch(run: Run, network: nn.Module, loader: DataLoader, device: torch.
     network.train()
     run.sampler.set_epoch(state.epoch, state.batch_in_epoch)
     total = run.sampler.batches_per_epoch()
-    with progress_bar(config.progress) as progress:
-        task = progress.add_task("train", total=total, completed=state.batch_in_epoch,
-                                 epoch=f"{state.epoch + 1}/{config.epochs}",
-                                 loss=state.running.loss, acc=state.running.accuracy,
-                                 ips=state.running.images_per_second)
+    with progress_bar(config.progress, f"{state.epoch + 1}/{config.epochs}", total,
+                      state.batch_in_epoch) as bar:
+        show_running(bar, state.running)
         start = time.perf_counter()
         for images, labels in loader:
             images, labels = to_device(images, labels, device, config.channels_last)
@@ -602,8 +607,8 @@ def train_epoch(run: Run, network: nn.Module, loader: DataLoader, device: torch.
             state.step += 1
             state.batch_in_epoch += 1
             state.last_loss = loss
-            progress.update(task, advance=1, loss=state.running.loss,
-                            acc=state.running.accuracy, ips=state.running.images_per_second)
+            show_running(bar, state.running)
+            bar.update(1)
             if on_step is not None:
                 on_step(state)
             if interrupt.requested and state.batch_in_epoch < total:

@@ -164,13 +164,15 @@ def test_ctrl_c_then_resume_is_bit_identical(tmp_path: Path, uninterrupted: trai
     checkpoint and returns; --resume then reaches the uninterrupted run's weights, optimizer
     state and log exactly."""
     config = resume_config(tmp_path, "run")
+    # What the process had (SIG_IGN, not Python's handler, when started in the background).
+    handler_before = signal.getsignal(signal.SIGINT)
     stopped = training.train(config, on_step=interrupt_at(stop_after_step))
     assert stopped.interrupted and stopped.state.step == stop_after_step
     checkpoint_path = config.out / training.CHECKPOINT_NAME
     saved = torch.load(checkpoint_path, weights_only=True)
     assert (saved["step"], saved["epoch"], saved["batch_in_epoch"]) == (
         stop_after_step, 1, batch_in_epoch)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is handler_before  # the script's handler is gone
 
     resumed = training.train(dataclasses.replace(config, resume=checkpoint_path))
     assert not resumed.interrupted and resumed.state.step == 6
