@@ -23,6 +23,7 @@
 #include "cuda/dropout_launch.h"
 #include "cuda/lrn_launch.h"
 #include "cuda/max_pool_launch.h"
+#include "schemas.h"
 #include "selftest/broken_lrn.cuh"
 
 namespace alexnet_kernels {
@@ -119,24 +120,13 @@ at::Tensor selftest_broken_lrn(const at::Tensor& x_in, c10::string_view bug) {
 }  // namespace
 
 TORCH_LIBRARY(alexnet_kernels_emu, m) {
-  m.def("lrn(Tensor x, int size, float alpha, float beta, float k) -> Tensor");
-  m.def(
-      "lrn_backward(Tensor grad_y, Tensor x, Tensor y, int size, float alpha, float beta, "
-      "float k) -> Tensor");
-  m.def(
-      "max_pool2d(Tensor x, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
-      "bool ceil_mode) -> (Tensor, Tensor)");
-  m.def(
-      "max_pool2d_backward(Tensor grad_y, Tensor argmax, int[4] input_size, int[2] kernel_size, "
-      "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");
-  m.def("dropout(Tensor x, Tensor seed_offset, float p) -> Tensor");
-  m.def(
-      "conv2d_relu(Tensor x, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, "
-      "int[2] dilation, int groups) -> Tensor");
-  m.def(
-      "conv2d_relu_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor y, int[2] stride, "
-      "int[2] padding, int[2] dilation, int groups, bool[3] output_mask) -> (Tensor, Tensor, "
-      "Tensor)");
+  // The library's own schemas (max_pool2d_values has no emulated kernel).
+  namespace schemas = alexnet_kernels::schemas;
+  for (const char* schema :
+       {schemas::kLrn, schemas::kLrnBackward, schemas::kMaxPool2d, schemas::kMaxPool2dBackward,
+        schemas::kDropout, schemas::kConv2dRelu, schemas::kConv2dReluBackward}) {
+    m.def(schema);
+  }
   m.def("philox4x32_10(int[] counter, int[] key) -> int[]", &philox4x32_10);
   m.def("launched_kernels() -> str[]", &launched_kernels);
   m.def("selftest_broken_lrn(Tensor x, str bug) -> Tensor");
