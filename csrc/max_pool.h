@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "kernels/pool_window.h"
+#include "kernels/window.h"
 
 namespace alexnet_kernels {
 

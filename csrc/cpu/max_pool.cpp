@@ -206,7 +206,6 @@ AK_CPU_INLINE void max_pool_forward_nchw_planes(const T* x, T* y, A* argmax,
     const T* x_plane = x + plane * w.in_h * w.in_w;
     std::fill(ring.tag.begin(), ring.tag.end(), -1);
     for (int64_t oh = 0; oh < w.out_h; ++oh) {
-      const int64_t top = oh * w.stride_h - w.pad_h;
       const int kh_first = kernels::first_tap_inside(oh, w.stride_h, w.pad_h, w.dilation_h);
       // Only rows at the top border differ.
       if (WithArgmax && kh_first != first_tap_row) {
@@ -217,7 +216,7 @@ AK_CPU_INLINE void max_pool_forward_nchw_planes(const T* x, T* y, A* argmax,
       }
       int count = 0;
       for (int kh = 0; kh < w.kernel_h; ++kh) {
-        const int64_t ih = top + static_cast<int64_t>(kh) * w.dilation_h;
+        const int64_t ih = w.input_row(oh, kh);
         if (ih < 0 || ih >= w.in_h) continue;
         const auto [row, fresh] = ring.claim(ih);
         if (fresh) {
@@ -347,10 +346,10 @@ AK_CPU_INLINE void max_pool_forward_nhwc_pixels(const T* x, T* y, A* argmax,
       std::fill(best_tap.begin(), best_tap.end(), Index(kh_first * w.kernel_w + kw_first));
     }
     for (int kh = kh_first; kh < w.kernel_h; ++kh) {
-      const int64_t ih = oh * w.stride_h - w.pad_h + static_cast<int64_t>(kh) * w.dilation_h;
+      const int64_t ih = w.input_row(oh, kh);
       if (ih >= w.in_h) break;
       for (int kw = kw_first; kw < w.kernel_w; ++kw) {
-        const int64_t iw = ow * w.stride_w - w.pad_w + static_cast<int64_t>(kw) * w.dilation_w;
+        const int64_t iw = w.input_col(ow, kw);
         if (iw >= w.in_w) break;
         const T* xp = x + ((n * w.in_h + ih) * w.in_w + iw) * C;
         const Index tap = kh * w.kernel_w + kw;

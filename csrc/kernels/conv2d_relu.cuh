@@ -32,6 +32,7 @@
 
 #include "common.cuh"
 #include "mma.cuh"
+#include "window.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -62,7 +63,7 @@ constexpr int64_t kConvMinTilesPerSplit = 4;
 template <typename T>
 inline constexpr int kConvTilePad = sizeof(T) == 2 ? 8 : 1;
 
-struct ConvShape {
+struct ConvShape : Window2d {
   int64_t batch;
   int in_channels;
   int in_h;
@@ -70,20 +71,11 @@ struct ConvShape {
   int out_channels;
   int out_h;
   int out_w;
-  int kernel_h;
-  int kernel_w;
-  int stride_h;
-  int stride_w;
-  int pad_h;
-  int pad_w;
-  int dilation_h;
-  int dilation_w;
   int groups;
   bool channels_last;  // x, y, grad_y and grad_x are NHWC (else NCHW)
 
   AK_HOST_DEVICE int in_group() const { return in_channels / groups; }
   AK_HOST_DEVICE int out_group() const { return out_channels / groups; }
-  AK_HOST_DEVICE int taps() const { return kernel_h * kernel_w; }
   // Forward GEMM depth = weight elements per output channel.
   AK_HOST_DEVICE int filter_size() const { return in_group() * taps(); }
   AK_HOST_DEVICE int64_t out_pixels() const { return static_cast<int64_t>(out_h) * out_w; }
@@ -124,14 +116,55 @@ AK_DEVICE_INLINE T masked_gradient(const T* grad_y, const T* y, int64_t at) {
   return to_acc(y[at]) > acc_t<T>(0) ? grad_y[at] : zero_value<T>();
 }
 
-// Walks (outer, inner) with inner in [0, inner_count): one step along a flattened index.
-struct Odometer2 {
-  int outer;
-  int inner;
-  AK_DEVICE_INLINE void step(int inner_count) {
-    if (++inner == inner_count) {
-      inner = 0;
-      ++outer;
+// (image, h, w) of a pixel index flattened over images of height x width;
+// step() moves to the next index.
+struct PixelCursor {
+  int64_t image;
+  int h;
+  int w;
+
+  AK_DEVICE_INLINE static PixelCursor at(int64_t index, int height, int width) {
+    const int64_t pixels = static_cast<int64_t>(height) * width;
+    PixelCursor p{};
+    p.image = index / pixels;
+    const int pixel = static_cast<int>(index - p.image * pixels);
+    p.h = pixel / width;
+    p.w = pixel - p.h * width;
+    return p;
+  }
+  AK_DEVICE_INLINE void step(int height, int width) {
+    if (++w == width) {
+      w = 0;
+      if (++h == height) {
+        h = 0;
+        ++image;
+      }
+    }
+  }
+};
+
+// x at (image, c, ih, iw), zero in the padding.
+template <typename T>
+AK_DEVICE_INLINE T input_or_zero(const T* x, const ConvShape& s, int64_t image, int c, int ih,
+                                 int iw) {
+  if (ih < 0 || ih >= s.in_h || iw < 0 || iw >= s.in_w) return zero_value<T>();
+  return x[input_activation(s).offset(image, c, ih, iw)];
+}
+
+// (channel, tap) of a GEMM depth index flattened over channels x kernel taps,
+// tap = kh * kernel_w + kw; step() moves to the next index.
+struct ChannelTap {
+  int channel;
+  int tap;
+
+  AK_DEVICE_INLINE static ChannelTap at(int64_t index, int taps) {
+    const int channel = static_cast<int>(index / taps);
+    return {channel, static_cast<int>(index - static_cast<int64_t>(channel) * taps)};
+  }
+  AK_DEVICE_INLINE void step(int taps) {
+    if (++tap == taps) {
+      tap = 0;
+      ++channel;
     }
   }
 };
@@ -148,26 +181,17 @@ struct InputPatches {
 
   AK_DEVICE_INLINE void run(int64_t m, int64_t k, int64_t k_end, T (&out)[kConvRun]) const {
     const int64_t rows = s.batch * s.out_pixels();
-    const Activation in = input_activation(s);
-    const int64_t image = m / s.out_pixels();
-    const int pixel = static_cast<int>(m - image * s.out_pixels());
-    const int oh = pixel / s.out_w;
-    const int ow = pixel - oh * s.out_w;
+    const PixelCursor pixel = PixelCursor::at(m, s.out_h, s.out_w);
     const int taps = s.taps();
-    const int c = static_cast<int>(k / taps);
-    const int tap = static_cast<int>(k - static_cast<int64_t>(c) * taps);
-    Odometer2 channel_tap{c, tap};
+    ChannelTap channel_tap = ChannelTap::at(k, taps);
 #pragma unroll
     for (int i = 0; i < kConvRun; ++i) {
       T v = zero_value<T>();
       if (m < rows && k + i < k_end) {
-        const int kh = channel_tap.inner / s.kernel_w;
-        const int kw = channel_tap.inner - kh * s.kernel_w;
-        const int ih = oh * s.stride_h - s.pad_h + kh * s.dilation_h;
-        const int iw = ow * s.stride_w - s.pad_w + kw * s.dilation_w;
-        if (ih >= 0 && ih < s.in_h && iw >= 0 && iw < s.in_w) {
-          v = x[in.offset(image, group * s.in_group() + channel_tap.outer, ih, iw)];
-        }
+        const int kh = channel_tap.tap / s.kernel_w;
+        const int kw = channel_tap.tap - kh * s.kernel_w;
+        v = input_or_zero(x, s, pixel.image, group * s.in_group() + channel_tap.channel,
+                          s.input_row(pixel.h, kh), s.input_col(pixel.w, kw));
       }
       out[i] = v;
       channel_tap.step(taps);
@@ -219,27 +243,23 @@ struct OutputGradientTaps {
   AK_DEVICE_INLINE void run(int64_t m, int64_t k, int64_t k_end, T (&out)[kConvRun]) const {
     const int64_t rows = s.batch * s.in_pixels();
     const Activation output = output_activation(s);
-    const int64_t image = m / s.in_pixels();
-    const int pixel = static_cast<int>(m - image * s.in_pixels());
-    const int ih = pixel / s.in_w;
-    const int iw = pixel - ih * s.in_w;
+    const PixelCursor in = PixelCursor::at(m, s.in_h, s.in_w);
     const int taps = s.taps();
-    const int co = static_cast<int>(k / taps);
-    Odometer2 channel_tap{co, static_cast<int>(k - static_cast<int64_t>(co) * taps)};
+    ChannelTap channel_tap = ChannelTap::at(k, taps);
 #pragma unroll
     for (int i = 0; i < kConvRun; ++i) {
       T v = zero_value<T>();
       if (m < rows && k + i < k_end) {
-        const int kh = channel_tap.inner / s.kernel_w;
-        const int kw = channel_tap.inner - kh * s.kernel_w;
-        const int h_span = ih + s.pad_h - kh * s.dilation_h;
-        const int w_span = iw + s.pad_w - kw * s.dilation_w;
+        const int kh = channel_tap.tap / s.kernel_w;
+        const int kw = channel_tap.tap - kh * s.kernel_w;
+        const int h_span = in.h + s.pad_h - kh * s.dilation_h;
+        const int w_span = in.w + s.pad_w - kw * s.dilation_w;
         const int oh = h_span / s.stride_h;
         const int ow = w_span / s.stride_w;
         if (h_span >= 0 && w_span >= 0 && oh * s.stride_h == h_span &&
             ow * s.stride_w == w_span && oh < s.out_h && ow < s.out_w) {
           const int64_t at =
-              output.offset(image, group * s.out_group() + channel_tap.outer, oh, ow);
+              output.offset(in.image, group * s.out_group() + channel_tap.channel, oh, ow);
           v = masked_gradient(grad_y, y, at);
         }
       }
@@ -258,43 +278,17 @@ struct FilterColumns {
 
   AK_DEVICE_INLINE void run(int64_t n, int64_t k, int64_t k_end, T (&out)[kConvRun]) const {
     const int taps = s.taps();
-    const int co = static_cast<int>(k / taps);
-    Odometer2 channel_tap{co, static_cast<int>(k - static_cast<int64_t>(co) * taps)};
+    ChannelTap channel_tap = ChannelTap::at(k, taps);
     const T* group_filters = w + static_cast<int64_t>(group) * s.out_group() * s.filter_size();
 #pragma unroll
     for (int i = 0; i < kConvRun; ++i) {
       T v = zero_value<T>();
       if (n < s.in_group() && k + i < k_end) {
-        v = group_filters[static_cast<int64_t>(channel_tap.outer) * s.filter_size() +
-                          n * taps + channel_tap.inner];
+        v = group_filters[static_cast<int64_t>(channel_tap.channel) * s.filter_size() +
+                          n * taps + channel_tap.tap];
       }
       out[i] = v;
       channel_tap.step(taps);
-    }
-  }
-};
-
-// Walks (image, oh, ow) along k of the weight-gradient GEMM.
-struct PixelOdometer {
-  int64_t image;
-  int oh;
-  int ow;
-
-  AK_DEVICE_INLINE static PixelOdometer at(int64_t k, const ConvShape& s) {
-    PixelOdometer p{};
-    p.image = k / s.out_pixels();
-    const int pixel = static_cast<int>(k - p.image * s.out_pixels());
-    p.oh = pixel / s.out_w;
-    p.ow = pixel - p.oh * s.out_w;
-    return p;
-  }
-  AK_DEVICE_INLINE void step(const ConvShape& s) {
-    if (++ow == s.out_w) {
-      ow = 0;
-      if (++oh == s.out_h) {
-        oh = 0;
-        ++image;
-      }
     }
   }
 };
@@ -309,17 +303,17 @@ struct OutputGradientRows {
 
   AK_DEVICE_INLINE void run(int64_t m, int64_t k, int64_t k_end, T (&out)[kConvRun]) const {
     const Activation output = output_activation(s);
-    PixelOdometer p = PixelOdometer::at(k, s);
+    PixelCursor p = PixelCursor::at(k, s.out_h, s.out_w);
 #pragma unroll
     for (int i = 0; i < kConvRun; ++i) {
       T v = zero_value<T>();
       if (m < s.out_group() && k + i < k_end) {
         const int64_t at =
-            output.offset(p.image, group * s.out_group() + static_cast<int>(m), p.oh, p.ow);
+            output.offset(p.image, group * s.out_group() + static_cast<int>(m), p.h, p.w);
         v = masked_gradient(grad_y, y, at);
       }
       out[i] = v;
-      p.step(s);
+      p.step(s.out_h, s.out_w);
     }
   }
 };
@@ -332,25 +326,20 @@ struct InputTapRows {
   int group;
 
   AK_DEVICE_INLINE void run(int64_t n, int64_t k, int64_t k_end, T (&out)[kConvRun]) const {
-    const Activation in = input_activation(s);
     const int taps = s.taps();
-    const int c = static_cast<int>(n / taps);
-    const int tap = static_cast<int>(n - static_cast<int64_t>(c) * taps);
-    const int kh = tap / s.kernel_w;
-    const int kw = tap - kh * s.kernel_w;
-    PixelOdometer p = PixelOdometer::at(k, s);
+    const ChannelTap filter = ChannelTap::at(n, taps);
+    const int kh = filter.tap / s.kernel_w;
+    const int kw = filter.tap - kh * s.kernel_w;
+    PixelCursor p = PixelCursor::at(k, s.out_h, s.out_w);
 #pragma unroll
     for (int i = 0; i < kConvRun; ++i) {
       T v = zero_value<T>();
       if (n < s.filter_size() && k + i < k_end) {
-        const int ih = p.oh * s.stride_h - s.pad_h + kh * s.dilation_h;
-        const int iw = p.ow * s.stride_w - s.pad_w + kw * s.dilation_w;
-        if (ih >= 0 && ih < s.in_h && iw >= 0 && iw < s.in_w) {
-          v = x[in.offset(p.image, group * s.in_group() + c, ih, iw)];
-        }
+        v = input_or_zero(x, s, p.image, group * s.in_group() + filter.channel,
+                          s.input_row(p.h, kh), s.input_col(p.w, kw));
       }
       out[i] = v;
-      p.step(s);
+      p.step(s.out_h, s.out_w);
     }
   }
 };
@@ -369,11 +358,9 @@ struct BiasReluStore {
     if (m >= s.batch * s.out_pixels() || n >= s.out_group()) return;
     const int co = group * s.out_group() + n;
     if (bias != nullptr) value += to_acc(bias[co]);
-    const int64_t image = m / s.out_pixels();
-    const int pixel = static_cast<int>(m - image * s.out_pixels());
-    const int oh = pixel / s.out_w;
+    const PixelCursor out = PixelCursor::at(m, s.out_h, s.out_w);
     // `value < 0 ? 0 : value` keeps NaN, as torch.relu does.
-    y[output_activation(s).offset(image, co, oh, pixel - oh * s.out_w)] =
+    y[output_activation(s).offset(out.image, co, out.h, out.w)] =
         from_acc<T>(value < acc_t<T>(0) ? acc_t<T>(0) : value);
   }
 };
@@ -386,10 +373,8 @@ struct InputGradientStore {
 
   AK_DEVICE_INLINE void store(int64_t m, int n, acc_t<T> value) const {
     if (m >= s.batch * s.in_pixels() || n >= s.in_group()) return;
-    const int64_t image = m / s.in_pixels();
-    const int pixel = static_cast<int>(m - image * s.in_pixels());
-    const int ih = pixel / s.in_w;
-    grad_x[input_activation(s).offset(image, group * s.in_group() + n, ih, pixel - ih * s.in_w)] =
+    const PixelCursor in = PixelCursor::at(m, s.in_h, s.in_w);
+    grad_x[input_activation(s).offset(in.image, group * s.in_group() + n, in.h, in.w)] =
         from_acc<T>(value);
   }
 };

@@ -5,7 +5,7 @@
 // dimension that is contiguous in memory (ow for NCHW, c for NHWC), so
 // neighbouring threads read neighbouring (NHWC) or nearby, L1-shared (NCHW)
 // inputs and write neighbouring outputs; one code path serves both layouts. Besides y it writes the argmax offset
-// kh * kernel_w + kw inside the window (see pool_window.h), nothing wider.
+// kh * kernel_w + kw inside the window (see window.h), nothing wider.
 //
 // Backward: one thread per input element gathers grad_y from the windows that
 // cover it and whose argmax it is, in (oh, ow) order: every grad_x element is
@@ -13,7 +13,7 @@
 #pragma once
 
 #include "common.cuh"
-#include "pool_window.h"
+#include "window.h"
 
 namespace alexnet_kernels::kernels {
 
@@ -38,17 +38,6 @@ struct PoolPlanes {
   int out_w;
 };
 
-struct PoolTaps {
-  int kernel_h;
-  int kernel_w;
-  int stride_h;
-  int stride_w;
-  int pad_h;
-  int pad_w;
-  int dilation_h;
-  int dilation_w;
-};
-
 inline PoolPlanes make_pool_planes(const PoolWindow& w, bool channels_last) {
   PoolPlanes p{};
   const int64_t channels_per_plane = channels_last ? w.channels : 1;
@@ -63,10 +52,8 @@ inline PoolPlanes make_pool_planes(const PoolWindow& w, bool channels_last) {
   return p;
 }
 
-inline PoolTaps make_pool_taps(const PoolWindow& w) {
-  return {w.kernel_h, w.kernel_w, w.stride_h, w.stride_w,
-          w.pad_h,    w.pad_w,    w.dilation_h, w.dilation_w};
-}
+// The window alone, as the kernels take it.
+inline Window2d make_pool_taps(const PoolWindow& w) { return w; }
 
 // Whether every plane of input and output is addressable with 32-bit ints.
 inline bool pool_planes_fit_int32(const PoolWindow& w, bool channels_last) {
@@ -77,7 +64,7 @@ inline bool pool_planes_fit_int32(const PoolWindow& w, bool channels_last) {
 template <typename T, typename A>
 __global__ void __launch_bounds__(kMaxPoolThreads)
     max_pool_forward_kernel(const T* __restrict__ x, T* __restrict__ y, A* __restrict__ argmax,
-                            PoolPlanes planes, PoolTaps taps) {
+                            PoolPlanes planes, Window2d taps) {
   using Acc = acc_t<T>;
   for (int64_t plane = blockIdx.y; plane < planes.planes; plane += gridDim.y) {
     const T* x_plane = x + plane * planes.in_plane;
@@ -95,10 +82,10 @@ __global__ void __launch_bounds__(kMaxPoolThreads)
       Acc best = -INFINITY;
       int best_tap = kh_first * taps.kernel_w + kw_first;
       for (int kh = kh_first; kh < taps.kernel_h; ++kh) {
-        const int ih = oh * taps.stride_h - taps.pad_h + kh * taps.dilation_h;
+        const int ih = taps.input_row(oh, kh);
         if (ih >= planes.in_h) break;
         for (int kw = kw_first; kw < taps.kernel_w; ++kw) {
-          const int iw = ow * taps.stride_w - taps.pad_w + kw * taps.dilation_w;
+          const int iw = taps.input_col(ow, kw);
           if (iw >= planes.in_w) break;
           const Acc v = to_acc(x_plane[(ih * planes.in_w + iw) * planes.channels + c]);
           // First maximum in window order wins ties; a NaN always takes over.
@@ -117,7 +104,7 @@ __global__ void __launch_bounds__(kMaxPoolThreads)
 template <typename T, typename A>
 __global__ void __launch_bounds__(kMaxPoolThreads)
     max_pool_backward_kernel(const T* __restrict__ grad_y, const A* __restrict__ argmax,
-                             T* __restrict__ grad_x, PoolPlanes planes, PoolTaps taps) {
+                             T* __restrict__ grad_x, PoolPlanes planes, Window2d taps) {
   using Acc = acc_t<T>;
   for (int64_t plane = blockIdx.y; plane < planes.planes; plane += gridDim.y) {
     const T* g_plane = grad_y + plane * planes.out_plane;
