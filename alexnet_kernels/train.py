@@ -382,6 +382,33 @@ def checkpoint_payload(config: TrainConfig, num_classes: int, model: nn.Module,
     }
 
 
+# Options that define what a run computes: a resumed run must keep them, or it would
+# silently mix two recipes (the optimizer's saved state, for one, overrides --lr).
+# The rest (--epochs, --workers, --device, --backend, --amp, --channels-last,
+# --compile, the output options) may change between the parts of a run.
+RUN_DEFINING_OPTIONS = ("data", "seed", "optimizer", "batch_size", "lr", "momentum",
+                        "weight_decay", "lr_patience", "resize", "synthetic_classes",
+                        "synthetic_size", "train_limit", "val_limit")
+
+
+def _option_value(name: str, value: object) -> object:
+    """A config value as compared between a checkpoint and a run (paths made absolute)."""
+    if name == "data" and value is not None:
+        return str(Path(value).expanduser().resolve())
+    return value
+
+
+def run_option_changes(saved: dict[str, Any], config: TrainConfig) -> list[str]:
+    """'--option saved -> now' for every run-defining option `config` changes."""
+    current = dataclasses.asdict(config)
+    changes = []
+    for name in RUN_DEFINING_OPTIONS:
+        before, now = _option_value(name, saved.get(name)), _option_value(name, current[name])
+        if before != now:
+            changes.append(f"--{name.replace('_', '-')} {before} -> {now}")
+    return changes
+
+
 def read_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any]:
     """The checkpoint at `path`, after checking it was written by this script for this model."""
     if not path.is_file():
@@ -401,6 +428,13 @@ def read_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any]:
         raise TrainingSetupError(
             f"--resume {path}: the checkpoint was trained on {checkpoint['image_size']}-pixel "
             f"images, this run uses {crop} (--image-size)")
+    changes = run_option_changes(checkpoint["config"], config)
+    if changes:
+        raise TrainingSetupError(
+            f"--resume {path}: this run changes options the checkpoint was trained with "
+            f"({'; '.join(changes)}); resume with the same options (only --epochs, --workers, "
+            "--device, --backend, --amp, --channels-last, --compile and the output options "
+            "may differ)")
     return checkpoint
 
 

@@ -306,6 +306,15 @@ def test_checkpoint_of_another_model(tmp_path: Path, capsys: pytest.CaptureFixtu
             in capsys.readouterr().err)
     with pytest.raises(TrainingSetupError, match="trained on 32-pixel images, this run uses 40"):
         training.train(dataclasses.replace(config, image_size=40, resume=Path(checkpoint)))
+    with pytest.raises(TrainingSetupError,
+                       match=r"changes options the checkpoint was trained with "
+                             r"\(--batch-size 2 -> 3; --lr 0.001 -> 0.5\)"):
+        training.train(dataclasses.replace(config, batch_size=3, lr=0.5,
+                                           resume=Path(checkpoint)))
+    # What may change: a longer run, other workers, no progress output.
+    longer = training.train(dataclasses.replace(config, epochs=config.epochs + 1, workers=0,
+                                                progress=False, resume=Path(checkpoint)))
+    assert longer.state.epoch == config.epochs + 1
     with pytest.raises(TrainingSetupError, match="not a readable checkpoint"):
         (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
         training.train(dataclasses.replace(config, resume=tmp_path / "junk.pt"))
