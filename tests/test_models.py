@@ -151,6 +151,39 @@ def test_native_matches_torch_backend(variant: str) -> None:
     check_backend_matches_torch(variant, "native")
 
 
+# Our ops each network must run (by profiler name) when compiled.
+COMPILED_OPS = {"cifar": {"conv2d_relu", "max_pool2d"},
+                "paper-grouped": {"conv2d_relu", "lrn", "max_pool2d"}}
+
+
+@pytest.mark.parametrize("variant", list(COMPILED_OPS))
+def test_torch_compile_whole_network(variant: str) -> None:
+    """torch.compile(fullgraph=True) traces the network without a graph break, the compiled
+    graph still calls our kernels, and its output and parameter gradients equal eager's."""
+    require_native_cpu()
+    build, shape = VARIANTS[variant]
+    torch.manual_seed(3)
+    model = build(backend="native").eval()
+    x = random_tensor(shape, torch.float32, seed=4)
+    model(x).square().sum().backward()
+    eager_y = model(x).detach()
+    eager_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True)
+    with torch.profiler.profile() as profile:
+        y = compiled(x)
+        y.square().sum().backward()
+    ran = {event.key.removeprefix("alexnet_kernels::") for event in profile.key_averages()
+           if event.key.startswith("alexnet_kernels::")}
+    assert COMPILED_OPS[variant] <= ran, f"compiled graph ran {sorted(ran)}"
+    assert_net_close(y, eager_y)
+    scale = max(g.abs().max().item() for g in eager_grads)
+    for p, expected in zip(model.parameters(), eager_grads, strict=True):
+        assert_net_close(p.grad, expected, scale=scale)
+
+
 def keras_same_reference(model: models.AlexNet, x: torch.Tensor) -> torch.Tensor:
     """The CIFAR network written with Keras' 'same' rule directly: (N, 3, 32, 32) -> logits."""
     for layer in model.features:
