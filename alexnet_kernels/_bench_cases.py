@@ -254,9 +254,14 @@ def _expected(case: Case, x: torch.Tensor, y: torch.Tensor, g: torch.Tensor,
 def check_accuracy(case: Case, ours: Program, provider: str, x: torch.Tensor,
                    float64: Program | None = None) -> Accuracy:
     """Runs ours forward and backward on x and compares with the float64 reference
-    (by default the case's own, with x's dtype's rounded weights)."""
+    (by default the case's own, with x's dtype's rounded weights).
+
+    fp32 is checked at fp32's tolerance, so TF32 is off while checking; the timings
+    keep PyTorch's default, which lets convolutions (cuDNN's and ours) use TF32 on GPUs.
+    """
     float64 = float64 or case.float64_reference(x.device, x.dtype)
-    y, grads, g = _run(ours, x, None)
+    with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False):
+        y, grads, g = _run(ours, x, None)
     y64, grads64, kept = _expected(case, x, y, g, float64)
     out_abs, out_rel, out_ok = _errors(case, y, y64)
     grad_errors = [_errors(case, a, e)

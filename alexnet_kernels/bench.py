@@ -9,7 +9,7 @@ networks end to end (``alexnet_kernels._bench_cases``):
 
 1. accuracy: max abs / max rel error of our output and gradients (input and
    weights) against PyTorch's float64 reference, pass/fail per row with
-   per-dtype tolerances;
+   per-dtype tolerances (fp32 with TF32 off);
 2. timing: median and IQR of forward and forward+backward for PyTorch eager,
    ``torch.compile`` of the same PyTorch code, and ours (native; Triton too on
    CUDA), interleaved round-robin in this process after warm-up rounds;

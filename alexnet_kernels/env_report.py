@@ -83,6 +83,8 @@ def collect() -> dict[str, object]:
         "cuda_available": torch.cuda.is_available(),
         "gpu": _gpu(),
         "torch_threads": torch.get_num_threads(),
+        # fp32 convolutions on GPUs (cuDNN's, ours, Triton's) use TF32 when this is set.
+        "conv_allow_tf32": torch.backends.cudnn.allow_tf32,
         "triton_interpret": os.environ.get("TRITON_INTERPRET", "0"),
         "build": _extension.build_info(),
         "cpu_capability": _cpu_capability(),

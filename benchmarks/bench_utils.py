@@ -66,6 +66,7 @@ def machine_info() -> dict[str, object]:
         "device": DEVICE.type,
         "device_name": gpu["name"] if gpu else report["processor"],
         "threads": report["torch_threads"],
+        "conv_allow_tf32": report["conv_allow_tf32"],
         "torch": report["torch"],
         "triton": report["triton"],
         "cuda": report["cuda_runtime"],

@@ -5,7 +5,11 @@ Reads the SASS resource records of ``alexnet_kernels/_C*.so`` with ``cuobjdump
 registers, stack and local memory (where spills land), static shared memory,
 the dynamic shared memory of a representative AlexNet launch, and the
 theoretical occupancy at the launcher's block size, computed by CUDA's own
-host-side calculator (``cuda_occupancy.h``, see scripts/occupancy.cpp).
+host-side calculator (``cuda_occupancy.h``, see scripts/occupancy.cpp), and
+the tensor-core instructions in each kernel's SASS (``cuobjdump -sass``).
+``--check`` fails on spills and on a convolution GEMM kernel that does not
+multiply the way its template says: HMMA for fp16/bf16 and for fp32 with
+TF32 allowed (``<float, true>``), none for the FFMA instantiations.
 
     python scripts/resource_report.py            # print the table
     python scripts/resource_report.py --check    # also fail on spills / local memory
@@ -39,6 +43,12 @@ REPRESENTATIVE_DYNAMIC_SMEM = {
 }
 
 
+def short_kernel_name(demangled: str) -> str:
+    """`lrn_forward_kernel<float, true>`: no return type, namespace or parameter list."""
+    name = demangled.removeprefix("void ").split("(")[0]
+    return name.replace("alexnet_kernels::kernels::", "")
+
+
 @dataclass
 class KernelResources:
     arch: int
@@ -54,9 +64,7 @@ class KernelResources:
 
     @property
     def short_name(self) -> str:
-        """`lrn_forward_kernel<float, true>`: no return type, namespace or parameter list."""
-        name = self.name.removeprefix("void ").split("(")[0]
-        return name.replace("alexnet_kernels::kernels::", "")
+        return short_kernel_name(self.name)
 
     @property
     def accumulator_bytes(self) -> int:
@@ -118,6 +126,46 @@ def read_resources(library: Path) -> list[KernelResources]:
     ]
 
 
+# The convolution kernels that run an implicit GEMM (conv2d_relu.cuh).
+GEMM_KERNELS = ("conv2d_relu_forward_kernel", "conv2d_relu_grad_input_kernel",
+                "conv2d_relu_grad_weight_kernel")
+
+
+def read_tensor_core_opcodes(library: Path) -> dict[tuple[int, str], str]:
+    """(arch, short kernel name) -> the tensor-core opcodes in its SASS ("HMMA.16816.F32", ...,
+    comma-separated), "-" for none."""
+    text = subprocess.run([cuda_tool("cuobjdump"), "-sass", str(library)],
+                          capture_output=True, text=True, check=True).stdout
+    found: dict[tuple[int, str], set[str]] = {}
+    arch, function = 0, None
+    for line in text.splitlines():
+        if m := re.match(r"\s*arch = sm_(\d+)", line):
+            arch = int(m.group(1))
+        elif m := re.match(r"\s*Function : (\S+)", line):
+            function = m.group(1)
+            found[(arch, function)] = set()
+        elif function is not None and "MMA" in line:
+            found[(arch, function)].update(re.findall(r"\b(H\w*MMA[\w.]*)", line))
+    keys = list(found)
+    names = demangle([name for _, name in keys])
+    return {(arch, short_kernel_name(name)): ", ".join(sorted(found[(arch, mangled)])) or "-"
+            for (arch, mangled), name in zip(keys, names, strict=True)}
+
+
+def tensor_core_problem(short_name: str, opcodes: str) -> str | None:
+    """Why a GEMM kernel's SASS contradicts its template, or None."""
+    if not short_name.startswith(GEMM_KERNELS):
+        return None
+    wants_tensor_cores = any(t in short_name for t in ("<__half", "<__nv_bfloat16",
+                                                       "<float, true>"))
+    has_tensor_cores = "HMMA" in opcodes
+    if wants_tensor_cores and not has_tensor_cores:
+        return "expected tensor-core (HMMA) instructions, found none"
+    if not wants_tensor_cores and has_tensor_cores:
+        return f"an FFMA instantiation contains {opcodes}"
+    return None
+
+
 def launch_block_sizes() -> dict[str, int]:
     """Kernel name -> threads per block, from `__launch_bounds__(kConstant) name(` lines."""
     constants: dict[str, int] = {}
@@ -144,7 +192,8 @@ def occupancy(rows: list[tuple[int, int, int, int, int]]) -> list[str]:
             else line for line in out]
 
 
-def build_table(resources: list[KernelResources]) -> list[list[str]]:
+def build_table(resources: list[KernelResources],
+                opcodes: dict[tuple[int, str], str]) -> list[list[str]]:
     sizes = launch_block_sizes()
     missing = sorted({r.base_name for r in resources} - sizes.keys())
     if missing:
@@ -156,12 +205,13 @@ def build_table(resources: list[KernelResources]) -> list[list[str]]:
     table = []
     for r, q, occ in zip(resources, queries, occupancies, strict=True):
         table.append([r.short_name, f"sm_{r.arch}", str(q[1]), str(r.registers), str(r.stack),
-                      str(r.local), str(r.static_smem), str(q[4]), occ])
+                      str(r.local), str(r.static_smem), str(q[4]), occ,
+                      opcodes.get((r.arch, r.short_name), "?")])
     return sorted(table, key=lambda row: (row[0], row[1]))
 
 
 HEADER = ["kernel", "arch", "threads", "registers", "stack B", "local B", "static smem B",
-          "dynamic smem B (AlexNet)", "theoretical occupancy"]
+          "dynamic smem B (AlexNet)", "theoretical occupancy", "tensor cores (SASS)"]
 
 
 MARKDOWN_PREAMBLE = """# CUDA kernel resources
@@ -173,7 +223,9 @@ AlexNet's conv1 shape (C = 96, size 5); max-pool, dropout and conv2d_relu use no
 convolution's GEMM tiles are static shared memory). Occupancy is the \
 theoretical one from CUDA's `cuda_occupancy.h` at the launcher's block size (on sm_90 the \
 binary reports 1 KiB of static shared memory for kernels that declare none; it is counted in \
-the occupancy).
+the occupancy). The last column lists the tensor-core opcodes in each kernel's SASS: \
+`HMMA.16816` is mma.m16n8k16 (fp16/bf16), `HMMA.1688.F32.TF32` the TF32 mma.m16n8k8 that \
+fp32 convolutions use when PyTorch allows TF32 (`<float, true>`).
 
 """
 
@@ -198,20 +250,24 @@ def main() -> int:
     if not resources:
         print(f"{library.name} contains no CUDA kernels (CPU-only build); nothing to report")
         return 0
-    table = build_table(resources)
+    opcodes = read_tensor_core_opcodes(library)
+    table = build_table(resources, opcodes)
     text = markdown(table)
     print(text, end="")
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(MARKDOWN_PREAMBLE + text)
-    offenders = [r for r in resources if r.stack or r.local]
-    if args.check and offenders:
-        for r in offenders:
-            print(f"SPILL/LOCAL MEMORY: {r.short_name} sm_{r.arch}: "
-                  f"stack {r.stack} B, local {r.local} B", file=sys.stderr)
+    problems = [f"SPILL/LOCAL MEMORY: {r.short_name} sm_{r.arch}: stack {r.stack} B, "
+                f"local {r.local} B" for r in resources if r.stack or r.local]
+    for row in table:
+        if problem := tensor_core_problem(row[0], row[-1]):
+            problems.append(f"TENSOR CORES: {row[0]} {row[1]}: {problem}")
+    if args.check and problems:
+        print("\n".join(problems), file=sys.stderr)
         return 1
     if args.check:
-        print(f"resource check passed: {len(resources)} kernel images, no stack or local memory")
+        print(f"resource check passed: {len(resources)} kernel images, no stack or local "
+              "memory, tensor cores where expected")
     return 0
 
 

@@ -60,6 +60,14 @@ EMULATED_CASES = [
 PROVIDERS = ["native", "torch", "native_cuda"]
 
 
+@pytest.fixture(autouse=True)
+def _no_tf32():
+    """fp32 at fp32's tolerance: TF32 off (PyTorch's default allows it for convolutions,
+    and the CUDA kernels follow that setting); the TF32 tests below turn it on."""
+    with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False):
+        yield
+
+
 def _emulated_ops():
     import emulated
 
@@ -177,6 +185,66 @@ def test_downsized_alexnet_emulated_cuda(dtype: torch.dtype, channels_last: bool
     batch = 1 if case == 0 else 2  # conv1's data gradient is the costliest to emulate
     check_against_reference("emulated_cuda", (batch, *x_shape), w_shape, stride, padding,
                             dilation, groups, dtype, seed=50 + case, channels_last=channels_last)
+
+
+def round_to_tf32(t: torch.Tensor) -> torch.Tensor:
+    """fp32 values rounded to TF32 (10 mantissa bits), to nearest with ties away from zero,
+    as cvt.rna.tf32.f32 does; inf and NaN unchanged."""
+    bits = t.float().view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    finite = (bits & 0x7F800000) != 0x7F800000
+    rounded = torch.where(finite, (bits + 0x1000) & 0xFFFFE000, bits)
+    signed = torch.where(rounded >= 2**31, rounded - 2**32, rounded)
+    return signed.to(torch.int32).view(torch.float32)
+
+
+def test_round_to_tf32_rounds_to_ten_mantissa_bits() -> None:
+    ulp = 2.0**-10  # of TF32 at 1.0
+    largest = torch.finfo(torch.float32).max  # rounds past fp32's range: inf
+    x = torch.tensor([1.0, 1 + ulp / 2, 1 + ulp / 2 - 2.0**-23, 1 + 1.5 * ulp, -(1 + ulp / 2),
+                      largest, -float("inf")])
+    expected = torch.tensor([1.0, 1 + ulp, 1.0, 1 + 2 * ulp, -(1 + ulp), float("inf"),
+                             -float("inf")])
+    assert torch.equal(round_to_tf32(x), expected)
+    assert round_to_tf32(torch.tensor([float("nan")])).isnan().all()
+
+
+def check_tf32_against_rounded_operands(provider: str, x_shape, w_shape, stride, padding,
+                                        groups, seed: int, channels_last: bool) -> None:
+    """With TF32 allowed, fp32 results equal the float64 convolution of the operands rounded
+    to TF32 (products exact, fp32 sums) at fp32's tolerance; the full-fp32 result misses it."""
+    x = random_tensor(x_shape, torch.float32, seed, channels_last)
+    fan_in = w_shape[1] * w_shape[2] * w_shape[3]
+    w = random_tensor(w_shape, torch.float32, seed + 1) / fan_in**0.5
+    b = random_tensor((w_shape[0],), torch.float32, seed + 2)
+    with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=True):
+        y, grad_y, (grad_x, grad_w, grad_b) = forward_backward(
+            provider, [x, w, b], stride, padding, 1, groups, seed)
+    full_y, _, _ = forward_backward(provider, [x, w, b], stride, padding, 1, groups, seed)
+    masked = (grad_y * (y > 0)).double()
+    x64, w64 = round_to_tf32(x).double(), round_to_tf32(w).double()
+    _tolerance(y, F.relu(F.conv2d(x64, w64, b.double(), stride, padding, 1, groups)))
+    assert not torch.equal(y, full_y), "allow_tf32 changed nothing: no TF32 path ran"
+    g64 = round_to_tf32(masked.float()).double()
+    grad_input = torch.nn.grad.conv2d_input(x.shape, w64, g64, stride, padding, 1, groups)
+    grad_weight = torch.nn.grad.conv2d_weight(x64, w.shape, g64, stride, padding, 1, groups)
+    _tolerance(grad_x, grad_input)
+    _tolerance(grad_w, grad_weight)
+    _tolerance(grad_b, masked.sum((0, 2, 3)))  # a plain fp32 reduction, no GEMM
+
+
+@pytest.mark.parametrize("case,channels_last", [(0, False), (2, True)], ids=["conv1-nchw",
+                                                                             "cout70-nhwc"])
+def test_tf32_emulated_cuda(case: int, channels_last: bool) -> None:
+    x_shape, w_shape, stride, padding, _, groups = EMULATED_CASES[case]
+    check_tf32_against_rounded_operands("emulated_cuda", (1, *x_shape), w_shape, stride, padding,
+                                        groups, seed=90 + case, channels_last=channels_last)
+
+
+def test_tf32_native_cuda() -> None:
+    require_native_cuda()
+    x_shape, w_shape, stride, padding, groups = ALEXNET_LAYERS["paper-conv2-grouped"]
+    check_tf32_against_rounded_operands("native_cuda", (2, *x_shape), w_shape, stride, padding,
+                                        groups, seed=95, channels_last=False)
 
 
 def test_requested_gradients_and_empty_batch_emulated_cuda() -> None:

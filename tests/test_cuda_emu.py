@@ -70,6 +70,8 @@ CORRECT_COMMANDS = (
     "early-exit",
     "barrier-predicates",
     "mma",
+    "mma-tf32",
+    "tf32-round",
 )
 # Text any sanitizer prints when it reports something.
 SANITIZER_MARKERS = (
@@ -268,6 +270,14 @@ def test_misplaced_mma_fragment_gives_wrong_results(drivers: dict[str, Path]) ->
                            run.stdout)
     assert mismatches, run.describe()
     assert int(mismatches.group(1)) > 0 and int(mismatches.group(2)) > 0, run.describe()
+
+
+def test_misplaced_tf32_mma_fragment_gives_wrong_results(drivers: dict[str, Path]) -> None:
+    """The same for the TF32 step (mma.m16n8k8): its own fragment layout is applied."""
+    run = run_driver(drivers, FIBERS, "mma-tf32-wrong-layout")
+    assert run.returncode == 1, run.describe()
+    mismatches = re.search(r"FAIL mma m16n8k8 tf32 \S+ \* \S+: (\d+) mismatches", run.stdout)
+    assert mismatches and int(mismatches.group(1)) > 0, run.describe()
 
 
 def test_off_by_one_read_is_a_heap_buffer_overflow(drivers: dict[str, Path]) -> None:

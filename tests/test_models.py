@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import random_tensor, require_native_cpu
+from conftest import random_tensor, require_native_cpu, require_native_cuda
 from torch import nn
 
 import alexnet_kernels
@@ -182,6 +182,15 @@ def test_torch_compile_whole_network(variant: str) -> None:
     scale = max(g.abs().max().item() for g in eager_grads)
     for p, expected in zip(model.parameters(), eager_grads, strict=True):
         assert_net_close(p.grad, expected, scale=scale)
+
+
+@pytest.mark.parametrize("variant", ["cifar", "paper-grouped"])
+def test_native_cuda_matches_torch_backend(variant: str) -> None:
+    """On a GPU: the network on our CUDA kernels against PyTorch's, fp32 with TF32 off on both
+    sides (the per-op TF32 tests check TF32)."""
+    require_native_cuda()
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        check_backend_matches_torch(variant, "native", "cuda")
 
 
 def keras_same_reference(model: models.AlexNet, x: torch.Tensor) -> torch.Tensor:

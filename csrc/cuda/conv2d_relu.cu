@@ -16,20 +16,29 @@ void check_on_cuda(const char* op, const char* name, const at::Tensor& t) {
   TORCH_CHECK(t.is_cuda(), op, " (CUDA): ", name, " must be a CUDA tensor, got ", t.device());
 }
 
-// fp16 / bf16 run on mma.m16n8k16 tensor cores, which need sm_80 or newer.
-void check_tensor_cores(const char* op, const at::Tensor& x) {
+struct ComputeCapability {
+  int major;
+  int minor;
+};
+
+ComputeCapability compute_capability(const at::Tensor& x) {
+  ComputeCapability c{};
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&c.major, cudaDevAttrComputeCapabilityMajor,
+                                        x.device().index()));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&c.minor, cudaDevAttrComputeCapabilityMinor,
+                                        x.device().index()));
+  return c;
+}
+
+// fp16 / bf16 run on mma.m16n8k16 tensor cores, which need sm_80 or newer
+// (fp32 falls back from TF32 to FFMA below sm_80, as PyTorch's TF32 setting does).
+void check_tensor_cores(const char* op, const at::Tensor& x, ComputeCapability c) {
   if (x.scalar_type() != at::kHalf && x.scalar_type() != at::kBFloat16) {
     return;
   }
-  int major = 0;
-  int minor = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor,
-                                        x.device().index()));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor,
-                                        x.device().index()));
-  TORCH_CHECK(major >= 8, op, " (CUDA): ", x.scalar_type(),
-              " needs tensor cores of compute capability 8.0 or newer, got ", major, ".", minor,
-              "; use backend='torch' or float32 on this GPU");
+  TORCH_CHECK(c.major >= 8, op, " (CUDA): ", x.scalar_type(),
+              " needs tensor cores of compute capability 8.0 or newer, got ", c.major, ".",
+              c.minor, "; use backend='torch' or float32 on this GPU");
 }
 
 at::Tensor conv2d_relu_cuda(const at::Tensor& x, const at::Tensor& weight,
@@ -37,8 +46,10 @@ at::Tensor conv2d_relu_cuda(const at::Tensor& x, const at::Tensor& weight,
                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   check_on_cuda("conv2d_relu", "x", x);
   const c10::cuda::CUDAGuard guard(x.device());
-  check_tensor_cores("conv2d_relu", x);
+  const ComputeCapability capability = compute_capability(x);
+  check_tensor_cores("conv2d_relu", x, capability);
   return run_conv2d_relu_forward(x, weight, bias, stride, padding, dilation, groups,
+                                 conv_uses_tf32(x, capability.major),
                                  c10::cuda::getCurrentCUDAStream(),
                                  [] { C10_CUDA_KERNEL_LAUNCH_CHECK(); });
 }
@@ -49,9 +60,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_relu_backward_cuda(
     std::array<bool, 3> output_mask) {
   check_on_cuda("conv2d_relu_backward", "x", x);
   const c10::cuda::CUDAGuard guard(x.device());
-  check_tensor_cores("conv2d_relu_backward", x);
+  const ComputeCapability capability = compute_capability(x);
+  check_tensor_cores("conv2d_relu_backward", x, capability);
   return run_conv2d_relu_backward(grad_y, x, weight, y, stride, padding, dilation, groups,
-                                  output_mask, c10::cuda::getCurrentCUDAStream(),
+                                  output_mask, conv_uses_tf32(x, capability.major),
+                                  c10::cuda::getCurrentCUDAStream(),
                                   [] { C10_CUDA_KERNEL_LAUNCH_CHECK(); });
 }
 

@@ -5,6 +5,7 @@
 // tests that run the same kernels on the CPU.
 #pragma once
 
+#include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -79,18 +80,28 @@ inline void check_conv_plan(const kernels::ConvPlan& plan, const char* pass,
               x.sizes(), ": ", plan.reason, "; use backend='torch' for this case");
 }
 
+// Whether float32 GEMMs may use TF32 tensor cores: as PyTorch's own convolution,
+// when torch.backends.cudnn.allow_tf32 (the CONV float32 precision) allows it
+// and the device has them (compute capability 8.0 or newer).
+inline bool conv_uses_tf32(const at::Tensor& x, int compute_capability_major) {
+  return x.scalar_type() == at::kFloat && compute_capability_major >= 8 &&
+         at::globalContext().allowTF32CuDNN(at::Float32Op::CONV);
+}
+
 template <typename scalar_t>
 bool is_16_byte_aligned(const scalar_t* p) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
-// `after_launch()` runs right after each kernel launch (the launch check on a GPU).
+// `tf32`: float32 GEMMs may use TF32 tensor cores (PyTorch's convolution setting
+// allows it and the device has them). `after_launch()` runs right after each
+// kernel launch (the launch check on a GPU).
 template <typename AfterLaunch>
 at::Tensor run_conv2d_relu_forward(const at::Tensor& x_in, const at::Tensor& weight_in,
                                    const c10::optional<at::Tensor>& bias_in,
                                    at::IntArrayRef stride, at::IntArrayRef padding,
-                                   at::IntArrayRef dilation, int64_t groups, cudaStream_t stream,
-                                   const AfterLaunch& after_launch) {
+                                   at::IntArrayRef dilation, int64_t groups, bool tf32,
+                                   cudaStream_t stream, const AfterLaunch& after_launch) {
   check_conv2d_relu_arguments(x_in, weight_in, bias_in, stride, padding, dilation, groups);
   const at::MemoryFormat format = conv2d_relu_memory_format(x_in);
   const at::Tensor x = x_in.contiguous(format);
@@ -116,7 +127,7 @@ at::Tensor run_conv2d_relu_forward(const at::Tensor& x_in, const at::Tensor& wei
     args.s = s;
     args.w_aligned16 = is_16_byte_aligned(args.w) &&
                        (static_cast<int64_t>(s.filter_size()) * sizeof(T)) % 16 == 0;
-    kernels::launch_conv2d_relu_forward(args, plan, stream);
+    kernels::launch_conv2d_relu_forward(args, plan, tf32, stream);
     after_launch();
   });
   return y;
@@ -126,7 +137,7 @@ template <typename AfterLaunch>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> run_conv2d_relu_backward(
     const at::Tensor& grad_y_in, const at::Tensor& x_in, const at::Tensor& weight_in,
     const at::Tensor& y_in, at::IntArrayRef stride, at::IntArrayRef padding,
-    at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> output_mask,
+    at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> output_mask, bool tf32,
     cudaStream_t stream, const AfterLaunch& after_launch) {
   check_conv2d_relu_backward_arguments(grad_y_in, x_in, weight_in, y_in, stride, padding,
                                        dilation, groups);
@@ -155,7 +166,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_conv2d_relu_backward(
         const kernels::ConvPlan plan = kernels::plan_conv_grad_input(s);
         check_conv_plan(plan, "input gradient", x);
         args.grad_x = kernel_ptr(grad_x.mutable_data_ptr<scalar_t>());
-        kernels::launch_conv2d_relu_grad_input(args, plan, stream);
+        kernels::launch_conv2d_relu_grad_input(args, plan, tf32, stream);
         after_launch();
       }
     }
@@ -172,7 +183,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_conv2d_relu_backward(
         args.grad_w_slices = slices.mutable_data_ptr<kernels::acc_t<T>>();
         args.slice_depth = plan.slice_depth;
         kernels::launch_conv2d_relu_grad_weight(
-            args, plan, kernel_ptr(grad_w.mutable_data_ptr<scalar_t>()), stream, after_launch);
+            args, plan, kernel_ptr(grad_w.mutable_data_ptr<scalar_t>()), tf32, stream,
+            after_launch);
       }
       // As PyTorch's convolution_backward (and so the fake kernel): grad_weight
       // in x's memory format.

@@ -58,10 +58,6 @@ constexpr int64_t kConvMaxGridYZ = 65535;
 constexpr int64_t kConvSplitTargetBlocks = 512;
 constexpr int64_t kConvMinTilesPerSplit = 4;
 
-// Shared-tile row padding (elements): fragment and FFMA reads of 32 rows hit
-// distinct banks; 16-bit rows stay 16-byte aligned.
-template <typename T>
-inline constexpr int kConvTilePad = sizeof(T) == 2 ? 8 : 1;
 
 struct ConvShape : Window2d {
   int64_t batch;
@@ -395,15 +391,21 @@ struct WeightSliceStore {
 };
 
 // ---- block tile accumulators ---------------------------------------------------------------
+// Each multiplies a block's shared A and B tiles (k contiguous in both) into
+// its C registers. kPad is its tiles' row padding in elements, chosen so that
+// its own reads of the tiles hit distinct banks; stage(v) is what the tile
+// holds for operand value v.
 
-template <typename T>
-using ConvTile = T[kConvTileM][kConvTileK + kConvTilePad<T>];
+template <typename T, int kPad>
+using PaddedTile = T[kConvTileM][kConvTileK + kPad];
 
 // FFMA: thread (tm, tn) owns rows tm + 16 i and columns tn + 8 j, so a warp
-// reads 16 distinct A rows (distinct banks) and 2 B rows (broadcast), and
-// neighbouring threads store neighbouring m.
+// reads 16 distinct A rows (a 33-element row stride puts them in distinct
+// banks) and 2 B rows (broadcast), and neighbouring threads store neighbouring m.
 template <typename T>
 struct FfmaAccumulator {
+  static constexpr int kPad = 1;
+  using Tile = PaddedTile<T, kPad>;
   static constexpr int kRows = 4;
   static constexpr int kCols = 8;
   static_assert(kRows * 16 == kConvTileM && kCols * 8 == kConvTileN, "16 x 8 threads");
@@ -417,7 +419,9 @@ struct FfmaAccumulator {
     }
   }
 
-  AK_DEVICE_INLINE void multiply(const ConvTile<T>& a, const ConvTile<T>& b) {
+  AK_DEVICE_INLINE static T stage(T v) { return v; }
+
+  AK_DEVICE_INLINE void multiply(const Tile& a, const Tile& b) {
     const int tm = threadIdx.x % 16;
     const int tn = threadIdx.x / 16;
 #pragma unroll 4
@@ -448,15 +452,70 @@ struct FfmaAccumulator {
   }
 };
 
-// Tensor cores: the four warps split the 64 x 64 tile 2 x 2, each warp a
-// 32 x 32 tile of 2 x 4 mma.m16n8k16 blocks (fragment layout in mma.cuh).
+// The tensor-core steps a warp tile is built from (layouts in mma.cuh).
+// fp16 / bf16: mma.m16n8k16, two 16-bit elements per register. A 16-bit tile
+// row of 32 + 8 elements is 80 bytes: the 8 rows a fragment load touches start
+// 20 banks apart (mod 32), so its 32 lanes hit distinct banks, and rows stay
+// 16-byte aligned.
 template <typename T>
+struct HalfMmaStep {
+  static constexpr int kK = 16;
+  static constexpr int kPad = 8;
+  AK_DEVICE_INLINE static T stage(T v) { return v; }
+  // Registers of the fragment rows/columns starting at `row`, steps k0..k0+16.
+  AK_DEVICE_INLINE static void load_a(uint32_t (&f)[4], const T (*tile)[kConvTileK + kPad],
+                                      int row, int k0, int t) {
+    f[0] = load_pair_b32(&tile[row][k0 + 2 * t]);
+    f[1] = load_pair_b32(&tile[row + 8][k0 + 2 * t]);
+    f[2] = load_pair_b32(&tile[row][k0 + 2 * t + 8]);
+    f[3] = load_pair_b32(&tile[row + 8][k0 + 2 * t + 8]);
+  }
+  AK_DEVICE_INLINE static void load_b(uint32_t (&f)[2], const T (*tile)[kConvTileK + kPad],
+                                      int col, int k0, int t) {
+    f[0] = load_pair_b32(&tile[col][k0 + 2 * t]);
+    f[1] = load_pair_b32(&tile[col][k0 + 2 * t + 8]);
+  }
+  AK_DEVICE_INLINE static void mma(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    ak_mma_m16n8k16<T>(c, a, b);
+  }
+};
+
+// fp32 on TF32 tensor cores: mma.m16n8k8, one element per register, operands
+// rounded to TF32 once, as they are staged. A fragment load reads rows g and
+// columns t (g < 8, t < 4): a 36-float row stride puts lane (g, t) in bank
+// 4 g + t, all distinct.
+struct Tf32MmaStep {
+  static constexpr int kK = 8;
+  static constexpr int kPad = 4;
+  AK_DEVICE_INLINE static float stage(float v) { return to_tf32(v); }
+  AK_DEVICE_INLINE static void load_a(uint32_t (&f)[4], const float (*tile)[kConvTileK + kPad],
+                                      int row, int k0, int t) {
+    f[0] = float_bits(tile[row][k0 + t]);
+    f[1] = float_bits(tile[row + 8][k0 + t]);
+    f[2] = float_bits(tile[row][k0 + t + 4]);
+    f[3] = float_bits(tile[row + 8][k0 + t + 4]);
+  }
+  AK_DEVICE_INLINE static void load_b(uint32_t (&f)[2], const float (*tile)[kConvTileK + kPad],
+                                      int col, int k0, int t) {
+    f[0] = float_bits(tile[col][k0 + t]);
+    f[1] = float_bits(tile[col][k0 + t + 4]);
+  }
+  AK_DEVICE_INLINE static void mma(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    ak_mma_m16n8k8_tf32(c, a, b);
+  }
+};
+
+// Tensor cores: the four warps split the 64 x 64 tile 2 x 2, each warp a
+// 32 x 32 tile of 2 x 4 m16n8 blocks of `Step`.
+template <typename T, class Step>
 struct MmaAccumulator {
+  static constexpr int kPad = Step::kPad;
+  using Tile = PaddedTile<T, kPad>;
   static constexpr int kWarpRows = 2;  // m16 blocks per warp
   static constexpr int kWarpCols = 4;  // n8 blocks per warp
   static_assert(kConvThreads == 128 && kConvTileM == 64 && kConvTileN == 64,
                 "four warps of 32 x 32");
-  static_assert(kConvTileK % 16 == 0, "whole k16 steps");
+  static_assert(kConvTileK % Step::kK == 0, "whole mma steps per K tile");
   float c[kWarpRows][kWarpCols][4];
 
   AK_DEVICE_INLINE void zero() {
@@ -472,32 +531,23 @@ struct MmaAccumulator {
 
   AK_DEVICE_INLINE static int warp_row0() { return (threadIdx.x / 32) % 2 * 32; }
   AK_DEVICE_INLINE static int warp_col0() { return (threadIdx.x / 32) / 2 * 32; }
+  AK_DEVICE_INLINE static T stage(T v) { return Step::stage(v); }
 
-  AK_DEVICE_INLINE void multiply(const ConvTile<T>& a, const ConvTile<T>& b) {
+  AK_DEVICE_INLINE void multiply(const Tile& a, const Tile& b) {
     const int g = (threadIdx.x % 32) / 4;
     const int t = threadIdx.x % 4;
 #pragma unroll
-    for (int kk = 0; kk < kConvTileK; kk += 16) {
+    for (int kk = 0; kk < kConvTileK; kk += Step::kK) {
       uint32_t af[kWarpRows][4];
       uint32_t bf[kWarpCols][2];
 #pragma unroll
-      for (int i = 0; i < kWarpRows; ++i) {
-        const int r = warp_row0() + 16 * i + g;
-        af[i][0] = load_pair_b32(&a[r][kk + 2 * t]);
-        af[i][1] = load_pair_b32(&a[r + 8][kk + 2 * t]);
-        af[i][2] = load_pair_b32(&a[r][kk + 2 * t + 8]);
-        af[i][3] = load_pair_b32(&a[r + 8][kk + 2 * t + 8]);
-      }
+      for (int i = 0; i < kWarpRows; ++i) Step::load_a(af[i], a, warp_row0() + 16 * i + g, kk, t);
 #pragma unroll
-      for (int j = 0; j < kWarpCols; ++j) {
-        const int n = warp_col0() + 8 * j + g;
-        bf[j][0] = load_pair_b32(&b[n][kk + 2 * t]);
-        bf[j][1] = load_pair_b32(&b[n][kk + 2 * t + 8]);
-      }
+      for (int j = 0; j < kWarpCols; ++j) Step::load_b(bf[j], b, warp_col0() + 8 * j + g, kk, t);
 #pragma unroll
       for (int i = 0; i < kWarpRows; ++i) {
 #pragma unroll
-        for (int j = 0; j < kWarpCols; ++j) ak_mma_m16n8k16<T>(c[i][j], af[i], bf[j]);
+        for (int j = 0; j < kWarpCols; ++j) Step::mma(c[i][j], af[i], bf[j]);
       }
     }
   }
@@ -520,29 +570,47 @@ struct MmaAccumulator {
   }
 };
 
-template <typename T>
-using ConvAccumulator =
-    std::conditional_t<kIsHalfType<T>, MmaAccumulator<T>, FfmaAccumulator<T>>;
+// How a block multiplies: tensor cores for fp16 / bf16 always and for fp32
+// when kTf32 (TF32 allowed, sm_80+), FFMA otherwise (and for fp64).
+template <typename T, bool kTf32>
+struct ConvMath {
+  using type = FfmaAccumulator<T>;
+};
+template <>
+struct ConvMath<__half, false> {
+  using type = MmaAccumulator<__half, HalfMmaStep<__half>>;
+};
+template <>
+struct ConvMath<__nv_bfloat16, false> {
+  using type = MmaAccumulator<__nv_bfloat16, HalfMmaStep<__nv_bfloat16>>;
+};
+template <>
+struct ConvMath<float, true> {
+  using type = MmaAccumulator<float, Tf32MmaStep>;
+};
+template <typename T, bool kTf32>
+using ConvAccumulator = typename ConvMath<T, kTf32>::type;
 
 // C[m0.., n0..] over k in [k_begin, k_end) for one block, handed to `epilogue`.
-template <typename T, class OperandA, class OperandB, class Epilogue>
+template <typename T, bool kTf32, class OperandA, class OperandB, class Epilogue>
 AK_DEVICE_INLINE void implicit_gemm_tile(const OperandA& a, const OperandB& b,
                                          const Epilogue& epilogue, int64_t m0, int n0,
                                          int64_t k_begin, int64_t k_end) {
-  AK_SHARED_ARRAY(T, a_tile, [kConvTileM][kConvTileK + kConvTilePad<T>]);
-  AK_SHARED_ARRAY(T, b_tile, [kConvTileN][kConvTileK + kConvTilePad<T>]);
+  using Accumulator = ConvAccumulator<T, kTf32>;
+  AK_SHARED_ARRAY(T, a_tile, [kConvTileM][kConvTileK + Accumulator::kPad]);
+  AK_SHARED_ARRAY(T, b_tile, [kConvTileN][kConvTileK + Accumulator::kPad]);
   const int row = threadIdx.x / 2;
   const int k_offset = (threadIdx.x % 2) * kConvRun;
-  ConvAccumulator<T> acc;
+  Accumulator acc;
   acc.zero();
   for (int64_t k0 = k_begin; k0 < k_end; k0 += kConvTileK) {
     T staged[kConvRun];
     a.run(m0 + row, k0 + k_offset, k_end, staged);
 #pragma unroll
-    for (int i = 0; i < kConvRun; ++i) a_tile[row][k_offset + i] = staged[i];
+    for (int i = 0; i < kConvRun; ++i) a_tile[row][k_offset + i] = Accumulator::stage(staged[i]);
     b.run(n0 + row, k0 + k_offset, k_end, staged);
 #pragma unroll
-    for (int i = 0; i < kConvRun; ++i) b_tile[row][k_offset + i] = staged[i];
+    for (int i = 0; i < kConvRun; ++i) b_tile[row][k_offset + i] = Accumulator::stage(staged[i]);
     __syncthreads();
     acc.multiply(a_tile, b_tile);
     __syncthreads();  // the next step overwrites the tiles
@@ -563,10 +631,10 @@ struct ConvForwardArgs {
 };
 
 // grid (M tiles, Cout / groups tiles, groups)
-template <typename T>
+template <typename T, bool kTf32>
 __global__ void __launch_bounds__(kConvThreads) conv2d_relu_forward_kernel(ConvForwardArgs<T> a) {
   const int group = static_cast<int>(blockIdx.z);
-  implicit_gemm_tile<T>(InputPatches<T>{a.x, a.s, group},
+  implicit_gemm_tile<T, kTf32>(InputPatches<T>{a.x, a.s, group},
                         FilterRows<T>{a.w, a.s, group, a.w_aligned16},
                         BiasReluStore<T>{a.y, a.bias, a.s, group},
                         static_cast<int64_t>(blockIdx.x) * kConvTileM,
@@ -586,11 +654,11 @@ struct ConvBackwardArgs {
 };
 
 // grid (N*H*W tiles, Cin / groups tiles, groups)
-template <typename T>
+template <typename T, bool kTf32>
 __global__ void __launch_bounds__(kConvThreads)
     conv2d_relu_grad_input_kernel(ConvBackwardArgs<T> a) {
   const int group = static_cast<int>(blockIdx.z);
-  implicit_gemm_tile<T>(OutputGradientTaps<T>{a.grad_y, a.y, a.s, group},
+  implicit_gemm_tile<T, kTf32>(OutputGradientTaps<T>{a.grad_y, a.y, a.s, group},
                         FilterColumns<T>{a.w, a.s, group},
                         InputGradientStore<T>{a.grad_x, a.s, group},
                         static_cast<int64_t>(blockIdx.x) * kConvTileM,
@@ -599,7 +667,7 @@ __global__ void __launch_bounds__(kConvThreads)
 }
 
 // grid (Cout / groups tiles, filter_size tiles, groups * slices)
-template <typename T>
+template <typename T, bool kTf32>
 __global__ void __launch_bounds__(kConvThreads)
     conv2d_relu_grad_weight_kernel(ConvBackwardArgs<T> a) {
   const int group = static_cast<int>(blockIdx.z) % a.s.groups;
@@ -607,7 +675,7 @@ __global__ void __launch_bounds__(kConvThreads)
   const int64_t depth = a.s.batch * a.s.out_pixels();
   const int64_t k_begin = slice * a.slice_depth;
   const int64_t k_end = ak_min<int64_t>(depth, k_begin + a.slice_depth);
-  implicit_gemm_tile<T>(OutputGradientRows<T>{a.grad_y, a.y, a.s, group},
+  implicit_gemm_tile<T, kTf32>(OutputGradientRows<T>{a.grad_y, a.y, a.s, group},
                         InputTapRows<T>{a.x, a.s, group},
                         WeightSliceStore<T>{a.grad_w_slices, a.s, group, slice},
                         static_cast<int64_t>(blockIdx.x) * kConvTileM,
@@ -708,17 +776,25 @@ inline dim3 conv_reduce_grid(int64_t weight_numel) {
       ak_min<int64_t>(ceil_div<int64_t>(weight_numel, kConvReduceThreads), 65535)));
 }
 
+// `tf32`: fp32 GEMMs may run on TF32 tensor cores (the caller checked sm_80+);
+// other dtypes ignore it.
 template <typename T>
-void launch_conv2d_relu_forward(const ConvForwardArgs<T>& args, const ConvPlan& plan,
+void launch_conv2d_relu_forward(const ConvForwardArgs<T>& args, const ConvPlan& plan, bool tf32,
                                 cudaStream_t stream) {
-  auto kernel = &conv2d_relu_forward_kernel<T>;
+  auto kernel = &conv2d_relu_forward_kernel<T, false>;
+  if constexpr (std::is_same_v<T, float>) {
+    if (tf32) kernel = &conv2d_relu_forward_kernel<T, true>;
+  }
   AK_LAUNCH(kernel, plan.grid, dim3(kConvThreads), 0, stream)(args);
 }
 
 template <typename T>
 void launch_conv2d_relu_grad_input(const ConvBackwardArgs<T>& args, const ConvPlan& plan,
-                                   cudaStream_t stream) {
-  auto kernel = &conv2d_relu_grad_input_kernel<T>;
+                                   bool tf32, cudaStream_t stream) {
+  auto kernel = &conv2d_relu_grad_input_kernel<T, false>;
+  if constexpr (std::is_same_v<T, float>) {
+    if (tf32) kernel = &conv2d_relu_grad_input_kernel<T, true>;
+  }
   AK_LAUNCH(kernel, plan.grid, dim3(kConvThreads), 0, stream)(args);
 }
 
@@ -726,9 +802,12 @@ void launch_conv2d_relu_grad_input(const ConvBackwardArgs<T>& args, const ConvPl
 // weight's size), then the reduction into grad_w.
 template <typename T, typename AfterLaunch>
 void launch_conv2d_relu_grad_weight(const ConvBackwardArgs<T>& args, const ConvPlan& plan,
-                                    T* grad_w, cudaStream_t stream,
+                                    T* grad_w, bool tf32, cudaStream_t stream,
                                     const AfterLaunch& after_launch) {
-  auto gemm = &conv2d_relu_grad_weight_kernel<T>;
+  auto gemm = &conv2d_relu_grad_weight_kernel<T, false>;
+  if constexpr (std::is_same_v<T, float>) {
+    if (tf32) gemm = &conv2d_relu_grad_weight_kernel<T, true>;
+  }
   AK_LAUNCH(gemm, plan.grid, dim3(kConvThreads), 0, stream)(args);
   after_launch();
   const int64_t numel = static_cast<int64_t>(args.s.out_channels) * args.s.filter_size();

@@ -1,8 +1,9 @@
-// One warp-wide tensor-core step, D = A * B + D with fp32 accumulators, for
-// fp16 / bf16 operands: PTX mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.
+// Warp-wide tensor-core steps, D = A * B + D with fp32 accumulators: for
+// fp16 / bf16 operands PTX mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}
+// (below), for fp32 operands rounded to TF32 mma.m16n8k8 (ak_mma_m16n8k8_tf32).
 //
-// Fragment layout (PTX ISA, "Matrix Fragments for mma.m16n8k16 with floating
-// point type"), g = lane / 4, t = lane % 4; each 32-bit register holds two
+// Fragment layout of m16n8k16 (PTX ISA, "Matrix Fragments for mma.m16n8k16
+// with floating point type"), g = lane / 4, t = lane % 4; each 32-bit register holds two
 // consecutive elements along k, the lower-indexed one in the low 16 bits:
 //   a[0] = A[g][2t, 2t+1]      a[1] = A[g+8][2t, 2t+1]
 //   a[2] = A[g][2t+8, 2t+9]    a[3] = A[g+8][2t+8, 2t+9]
@@ -10,8 +11,8 @@
 //   acc  = D[g][2t], D[g][2t+1], D[g+8][2t], D[g+8][2t+1]
 //
 // Under AK_CUDA_EMULATION the emulator (tests/cuda_emu/emu_device.h) defines
-// ak_mma_m16n8k16 itself: it exchanges the lanes' registers with warp shuffles
-// and applies this layout, so a kernel that fills its fragments wrongly
+// ak_mma_m16n8k16 and ak_mma_m16n8k8_tf32 itself: it exchanges the lanes'
+// registers and applies each layout, so a kernel that fills its fragments wrongly
 // computes wrong results in the tests, as it would on the GPU.
 #pragma once
 
@@ -41,6 +42,42 @@ AK_DEVICE_INLINE uint32_t load_pair_b32(const T* p) {
 #endif
 }
 
+// fp32 rounded to TF32 (10 mantissa bits) to nearest, ties away from zero, as
+// cvt.rna.tf32.f32 does; kept in fp32's format with the low 13 bits zero.
+// mma's TF32 path would otherwise just drop those bits (truncate).
+AK_DEVICE_INLINE float to_tf32(float x) {
+#if defined(__CUDACC__)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  uint32_t bits;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(bits) : "f"(x));
+  return __uint_as_float(bits);
+#else
+  __trap();
+  return x;
+#endif
+#else
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  if ((bits & 0x7f800000u) == 0x7f800000u) {
+    // inf stays inf; NaN becomes a quiet NaN that keeps a high mantissa bit
+    bits = (bits & 0x007fffffu) != 0 ? (bits | 0x00400000u) : bits;
+  } else {
+    bits += 0x1000u;  // half a TF32 ulp: the magnitude rounds, ties away from zero
+  }
+  bits &= 0xffffe000u;
+  float rounded;
+  std::memcpy(&rounded, &bits, sizeof(rounded));
+  return rounded;
+#endif
+}
+
+// The bits of an fp32 (TF32-rounded) value as a fragment register.
+AK_DEVICE_INLINE uint32_t float_bits(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  return bits;
+}
+
 }  // namespace alexnet_kernels::kernels
 
 #if defined(__CUDACC__)
@@ -65,6 +102,26 @@ __device__ __forceinline__ void ak_mma_m16n8k16(float (&acc)[4], const uint32_t 
         : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
   }
+#else
+  __trap();
+#endif
+}
+
+// acc += A * B for one 16x8x8 step of the calling warp with TF32 operands
+// (fp32 bit patterns; the tensor cores read their top 19 bits):
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32, sm_80 or newer. Fragments
+// (PTX ISA, "Matrix Fragments for mma.m16n8k8" with .tf32), one element per register:
+//   a[0] = A[g][t]    a[1] = A[g+8][t]    a[2] = A[g][t+4]    a[3] = A[g+8][t+4]
+//   b[0] = B[t][g]    b[1] = B[t+4][g]
+//   acc  as for m16n8k16
+__device__ __forceinline__ void ak_mma_m16n8k8_tf32(float (&acc)[4], const uint32_t (&a)[4],
+                                                    const uint32_t (&b)[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, "
+      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 #else
   __trap();
 #endif

@@ -543,16 +543,18 @@ inline unsigned long long ullmax(unsigned long long a, unsigned long long b) {
   return a > b ? a : b;
 }
 
-// --- tensor cores: mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.f32 -------------
+// --- tensor cores: mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.f32 and
+// --- mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 ---------------------------
 
 namespace ak_emu {
 
-// The PTX ISA's fragment layout for m16n8k16 with 16-bit operands ("Matrix
-// Fragments for mma.m16n8k16 with floating point type"): element i (0..7) of
-// a lane's A fragment, i (0..3) of its B fragment and i (0..3) of its C/D
-// fragment, with groupID = lane >> 2 and threadID_in_group = lane % 4.
-// Register r holds elements 2r (low 16 bits) and 2r + 1 (high 16 bits).
+// The PTX ISA's fragment layouts ("Matrix Fragments for mma.m16n8k16 with
+// floating point type", "... for mma.m16n8k8" with .tf32): row and column of
+// element i of a lane's A fragment, of its B fragment and of its C/D fragment,
+// with groupID = lane >> 2 and threadID_in_group = lane % 4.
+// m16n8k16, 16-bit operands: register r holds elements 2r (low 16 bits) and 2r + 1.
 struct MmaM16N8K16Layout {
+  static constexpr unsigned kK = 16;
   static unsigned a_row(unsigned lane, unsigned i) {
     return (lane >> 2) + ((i < 2 || (i >= 4 && i < 6)) ? 0u : 8u);
   }
@@ -567,15 +569,33 @@ struct MmaM16N8K16Layout {
   static unsigned c_col(unsigned lane, unsigned i) { return (lane % 4) * 2 + (i & 1u); }
 };
 
+// m16n8k8 with TF32 operands: one element per register.
+struct MmaM16N8K8Tf32Layout {
+  static constexpr unsigned kK = 8;
+  static unsigned a_row(unsigned lane, unsigned i) { return (lane >> 2) + (i % 2 ? 8u : 0u); }
+  static unsigned a_col(unsigned lane, unsigned i) { return (lane % 4) + (i >= 2 ? 4u : 0u); }
+  static unsigned b_row(unsigned lane, unsigned i) { return (lane % 4) + (i >= 1 ? 4u : 0u); }
+  static unsigned b_col(unsigned lane, unsigned) { return lane >> 2; }
+  static unsigned c_row(unsigned lane, unsigned i) { return (lane >> 2) + (i >= 2 ? 8u : 0u); }
+  static unsigned c_col(unsigned lane, unsigned i) { return (lane % 4) * 2 + (i & 1u); }
+};
+
+// Element `part` of a fragment register holding 16-bit operands.
 template <class T>
-float mma_element(std::uint32_t reg, unsigned half) {
-  const auto bits = static_cast<std::uint16_t>(half == 0 ? reg & 0xffffu : reg >> 16);
+float mma_element(std::uint32_t reg, unsigned part) {
+  const auto bits = static_cast<std::uint16_t>(part == 0 ? reg & 0xffffu : reg >> 16);
   if constexpr (std::is_same_v<T, __half>) {
     return __half2float(std::bit_cast<__half>(bits));
   } else {
     static_assert(std::is_same_v<T, __nv_bfloat16>, "mma operands are __half or __nv_bfloat16");
     return __bfloat162float(std::bit_cast<__nv_bfloat16>(bits));
   }
+}
+
+// What a TF32 tensor core reads of a register: its top 19 bits (sign, exponent,
+// 10 mantissa bits); the rest is ignored, not rounded.
+inline float tf32_element(std::uint32_t reg, unsigned) {
+  return std::bit_cast<float>(reg & 0xffffe000u);
 }
 
 // The lanes' fragment registers, exchanged between the two warp rendezvous of
@@ -587,38 +607,36 @@ struct MmaFragments {
 };
 inline MmaFragments mma_exchange[1024 / kWarpSize][kWarpSize];
 
-}  // namespace ak_emu
-
-// The emulator's definition of the kernels' tensor-core step (csrc/kernels/mma.cuh):
-// acc += A * B for the calling warp. Every lane publishes its A and B
+// acc += A * B for the calling warp: every lane publishes its A and B
 // registers to the warp; after a warp rendezvous each lane places all lanes'
-// elements by the layout above and computes its own four D elements
-// (products in fp32, summed in k order); a second rendezvous keeps the
-// registers until every lane has read them. A kernel whose fragments do not
-// follow the layout therefore gets wrong results here, as on the GPU.
+// elements by `Layout` and computes its own four D elements (products in fp32,
+// summed in k order); a second rendezvous keeps the registers until every lane
+// has read them. A kernel whose fragments do not follow the layout therefore
+// gets wrong results here, as on the GPU.
 // (Two rendezvous instead of one shuffle per register and lane: with OS
 // threads each rendezvous costs about 10 us, and 96 of them per mma made
 // a 9x11-pixel fp16 convolution take 48 s.)
-template <class T>
-inline void ak_mma_m16n8k16(float (&acc)[4], const std::uint32_t (&a)[4],
-                            const std::uint32_t (&b)[2],
-                            std::source_location loc = std::source_location::current()) {
-  using Layout = ak_emu::MmaM16N8K16Layout;
-  const unsigned lane = ak_emu::tl_tid % ak_emu::kWarpSize;
-  ak_emu::MmaFragments (&warp)[ak_emu::kWarpSize] =
-      ak_emu::mma_exchange[ak_emu::tl_tid / ak_emu::kWarpSize];
+template <class Layout, class Element>
+void warp_mma(float (&acc)[4], const std::uint32_t (&a)[4], const std::uint32_t (&b)[2],
+              Element element, std::source_location loc) {
+  constexpr unsigned kK = Layout::kK;
+  constexpr unsigned kAElements = 16 * kK / kWarpSize;  // per lane, in 4 registers
+  constexpr unsigned kBElements = 8 * kK / kWarpSize;   // per lane, in 2 registers
+  constexpr unsigned kPerRegister = kAElements / 4;
+  const unsigned lane = tl_tid % kWarpSize;
+  MmaFragments (&warp)[kWarpSize] = mma_exchange[tl_tid / kWarpSize];
   warp[lane] = {{a[0], a[1], a[2], a[3]}, {b[0], b[1]}};
   __syncwarp(0xffffffffu, loc);
-  float a_full[16][16];
-  float b_full[16][8];
-  for (unsigned src = 0; src < ak_emu::kWarpSize; ++src) {
-    for (unsigned i = 0; i < 8; ++i) {
+  float a_full[16][kK];
+  float b_full[kK][8];
+  for (unsigned src = 0; src < kWarpSize; ++src) {
+    for (unsigned i = 0; i < kAElements; ++i) {
       a_full[Layout::a_row(src, i)][Layout::a_col(src, i)] =
-          ak_emu::mma_element<T>(warp[src].a[i / 2], i % 2);
+          element(warp[src].a[i / kPerRegister], i % kPerRegister);
     }
-    for (unsigned i = 0; i < 4; ++i) {
+    for (unsigned i = 0; i < kBElements; ++i) {
       b_full[Layout::b_row(src, i)][Layout::b_col(src, i)] =
-          ak_emu::mma_element<T>(warp[src].b[i / 2], i % 2);
+          element(warp[src].b[i / kPerRegister], i % kPerRegister);
     }
   }
   __syncwarp(0xffffffffu, loc);
@@ -626,7 +644,23 @@ inline void ak_mma_m16n8k16(float (&acc)[4], const std::uint32_t (&a)[4],
     const unsigned row = Layout::c_row(lane, i);
     const unsigned col = Layout::c_col(lane, i);
     float sum = 0.0f;
-    for (unsigned k = 0; k < 16; ++k) sum = std::fma(a_full[row][k], b_full[k][col], sum);
+    for (unsigned k = 0; k < kK; ++k) sum = std::fma(a_full[row][k], b_full[k][col], sum);
     acc[i] += sum;
   }
+}
+
+}  // namespace ak_emu
+
+// The emulator's definitions of the kernels' tensor-core steps (csrc/kernels/mma.cuh).
+template <class T>
+inline void ak_mma_m16n8k16(float (&acc)[4], const std::uint32_t (&a)[4],
+                            const std::uint32_t (&b)[2],
+                            std::source_location loc = std::source_location::current()) {
+  ak_emu::warp_mma<ak_emu::MmaM16N8K16Layout>(acc, a, b, &ak_emu::mma_element<T>, loc);
+}
+
+inline void ak_mma_m16n8k8_tf32(float (&acc)[4], const std::uint32_t (&a)[4],
+                                const std::uint32_t (&b)[2],
+                                std::source_location loc = std::source_location::current()) {
+  ak_emu::warp_mma<ak_emu::MmaM16N8K8Tf32Layout>(acc, a, b, &ak_emu::tf32_element, loc);
 }

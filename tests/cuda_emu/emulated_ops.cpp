@@ -32,6 +32,9 @@ namespace {
 // The emulator runs each launch to completion and throws on a detected error,
 // so there is nothing to check after a launch.
 constexpr auto kNoLaunchCheck = [] {};
+// The emulator implements the sm_80 tensor-core instructions the kernels use
+// (mma.m16n8k16 and the TF32 mma.m16n8k8), so it stands for an sm_80 device.
+constexpr int kEmulatedComputeCapabilityMajor = 8;
 
 at::Tensor lrn_emulated(const at::Tensor& x, int64_t size, double alpha, double beta, double k) {
   return run_lrn_forward(x, size, alpha, beta, k, /*stream=*/nullptr, kNoLaunchCheck);
@@ -70,6 +73,7 @@ at::Tensor conv2d_relu_emulated(const at::Tensor& x, const at::Tensor& weight,
                                 at::IntArrayRef padding, at::IntArrayRef dilation,
                                 int64_t groups) {
   return run_conv2d_relu_forward(x, weight, bias, stride, padding, dilation, groups,
+                                 conv_uses_tf32(x, kEmulatedComputeCapabilityMajor),
                                  /*stream=*/nullptr, kNoLaunchCheck);
 }
 
@@ -78,7 +82,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_relu_backward_emulated(
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
     std::array<bool, 3> output_mask) {
   return run_conv2d_relu_backward(grad_y, x, weight, y, stride, padding, dilation, groups,
-                                  output_mask, /*stream=*/nullptr, kNoLaunchCheck);
+                                  output_mask,
+                                  conv_uses_tf32(x, kEmulatedComputeCapabilityMajor),
+                                  /*stream=*/nullptr, kNoLaunchCheck);
 }
 
 std::vector<int64_t> philox4x32_10(at::IntArrayRef counter, at::IntArrayRef key) {

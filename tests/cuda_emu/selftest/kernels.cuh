@@ -234,4 +234,28 @@ __global__ void mma_m16n8k16_tile(const T* __restrict__ a, const T* __restrict__
   for (int i = 0; i < 4; ++i) d[at[i]] = acc[i];
 }
 
+// D = A * B + C (16x8x8, A row-major, B given as b_t[n][k]) with one
+// mma.m16n8k8 TF32 step; kWrongLayout swaps the A registers a[1] and a[2].
+template <bool kWrongLayout>
+__global__ void mma_m16n8k8_tf32_tile(const float* __restrict__ a, const float* __restrict__ b_t,
+                                      const float* __restrict__ c, float* __restrict__ d) {
+  using alexnet_kernels::kernels::float_bits;
+  using alexnet_kernels::kernels::to_tf32;
+  const int g = static_cast<int>(threadIdx.x) / 4;
+  const int t = static_cast<int>(threadIdx.x) % 4;
+  const std::uint32_t upper_rows = float_bits(to_tf32(a[(g + 8) * 8 + t]));
+  const std::uint32_t upper_cols = float_bits(to_tf32(a[g * 8 + t + 4]));
+  const std::uint32_t a_frag[4] = {float_bits(to_tf32(a[g * 8 + t])),
+                                   kWrongLayout ? upper_cols : upper_rows,
+                                   kWrongLayout ? upper_rows : upper_cols,
+                                   float_bits(to_tf32(a[(g + 8) * 8 + t + 4]))};
+  const std::uint32_t b_frag[2] = {float_bits(to_tf32(b_t[g * 8 + t])),
+                                   float_bits(to_tf32(b_t[g * 8 + t + 4]))};
+  const int at[4] = {g * 8 + 2 * t, g * 8 + 2 * t + 1, (g + 8) * 8 + 2 * t,
+                     (g + 8) * 8 + 2 * t + 1};
+  float acc[4] = {c[at[0]], c[at[1]], c[at[2]], c[at[3]]};
+  ak_mma_m16n8k8_tf32(acc, a_frag, b_frag);
+  for (int i = 0; i < 4; ++i) d[at[i]] = acc[i];
+}
+
 }  // namespace selftest

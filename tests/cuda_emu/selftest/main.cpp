@@ -4,9 +4,11 @@
 //
 // Correct kernels (exit 0 when the results match a host reference, 1 if not):
 //   matmul reduce convert warp warp-partial atomics early-exit barrier-predicates mma
+//   mma-tf32 tf32-round
 // Broken kernels (the interesting outcome is how the run fails):
 //   race             matmul without its load barrier   -> ThreadSanitizer report
 //   mma-wrong-layout tensor-core step, A fragment misplaced -> FAIL (exit 1)
+//   mma-tf32-wrong-layout the same for the TF32 step        -> FAIL (exit 1)
 //   overflow         reads one element past a buffer    -> AddressSanitizer report
 //   misaligned       misaligned float4 load             -> UBSan report
 //   divergent        __syncthreads at two call sites    -> launch throws (exit 3)
@@ -346,6 +348,67 @@ int run_mma() {
                                             " (bf16) mismatches");
 }
 
+// The same through the emulated mma.m16n8k8 with TF32 operands (small
+// integers are exact in TF32).
+template <bool kWrongLayout>
+int tf32_mma_mismatches() {
+  const auto a = small_ints(16 * 8, 6);
+  const auto b = small_ints(8 * 8, 7);
+  const auto c = small_ints(16 * 8, 8);
+  std::vector<float> b_t(b.size());
+  for (int k = 0; k < 8; ++k) {
+    for (int n = 0; n < 8; ++n) b_t[n * 8 + k] = b[k * 8 + n];
+  }
+  std::vector<float> d(16 * 8, -1.0f);
+  auto kernel = &selftest::mma_m16n8k8_tf32_tile<kWrongLayout>;
+  AK_LAUNCH(kernel, 1, 32, 0, nullptr)(a.data(), b_t.data(), c.data(), d.data());
+  auto ref = host_matmul(a, b, 16, 8, 8);
+  int mismatches = 0;
+  for (std::size_t i = 0; i < d.size(); ++i) mismatches += d[i] != ref[i] + c[i] ? 1 : 0;
+  return mismatches;
+}
+
+template <bool kWrongLayout>
+int run_tf32_mma() {
+  const int mismatches = tf32_mma_mismatches<kWrongLayout>();
+  return report(mismatches == 0,
+                "mma m16n8k8 tf32 16x8 * 8x8: " + std::to_string(mismatches) + " mismatches");
+}
+
+// to_tf32 against an independent rounding: x's significand to 11 bits, half
+// away from zero (std::round), in long double; inf and NaN kept.
+int run_tf32_round() {
+  std::vector<float> values = {1.0f, -1.0f, 0.0f, -0.0f, 1.0f + 0x1p-11f, 1.0f + 0x1p-10f,
+                               1.0f + 3 * 0x1p-11f, -(1.0f + 0x1p-11f), 3.14159265f,
+                               0x1.fffffep127f, 1e-40f, -2.5e-39f, 65504.7f};
+  for (int i = 0; i < 2000; ++i) {
+    const double u = std::sin(1.0 + i * 0.7307) * std::pow(10.0, (i % 61) - 30);
+    values.push_back(static_cast<float>(u));
+  }
+  int wrong = 0;
+  for (float x : values) {
+    const float got = alexnet_kernels::kernels::to_tf32(x);
+    float expected = x;
+    if (std::isfinite(x) && x != 0.0f) {
+      int exponent = 0;
+      const long double m = std::frexp(static_cast<long double>(x), &exponent);
+      // Below the normal range fp32 has fewer bits; TF32 keeps the same absolute step.
+      const int bits = exponent < -125 ? 11 - (-125 - exponent) : 11;
+      const long double rounded = std::ldexp(std::round(std::ldexp(m, bits)), exponent - bits);
+      expected = static_cast<float>(rounded);  // may overflow to inf, as the hardware does
+    }
+    const bool same = std::isnan(x) ? std::isnan(got)
+                                    : std::memcmp(&got, &expected, sizeof(float)) == 0;
+    wrong += same ? 0 : 1;
+  }
+  const float nan_in = std::nanf("");
+  wrong += std::isnan(alexnet_kernels::kernels::to_tf32(nan_in)) ? 0 : 1;
+  wrong += alexnet_kernels::kernels::to_tf32(INFINITY) == INFINITY ? 0 : 1;
+  wrong += alexnet_kernels::kernels::to_tf32(-INFINITY) == -INFINITY ? 0 : 1;
+  return report(wrong == 0, "to_tf32 on " + std::to_string(values.size() + 3) + " values: " +
+                                std::to_string(wrong) + " wrong");
+}
+
 const std::map<std::string, std::function<int()>>& commands() {
   static const std::map<std::string, std::function<int()>> table = {
       {"matmul", run_matmul<false>},
@@ -358,6 +421,9 @@ const std::map<std::string, std::function<int()>>& commands() {
       {"barrier-predicates", run_barrier_predicates},
       {"mma", run_mma<false>},
       {"mma-wrong-layout", run_mma<true>},
+      {"mma-tf32", run_tf32_mma<false>},
+      {"mma-tf32-wrong-layout", run_tf32_mma<true>},
+      {"tf32-round", run_tf32_round},
       {"race", run_matmul<true>},
       {"overflow", run_overflow},
       {"misaligned", run_misaligned},
