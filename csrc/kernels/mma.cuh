@@ -82,6 +82,14 @@ AK_DEVICE_INLINE uint32_t float_bits(float x) {
 
 #if defined(__CUDACC__)
 
+// One m16n8 mma.sync: the fp32 accumulators acc[4] in and out, A in a[4] and B
+// in b[2] registers; every shape and type used here has these operands.
+#define AK_MMA_SYNC_M16N8(opcode, acc, a, b)                                    \
+  asm volatile(opcode " {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "        \
+                      "{%0, %1, %2, %3};\n"                                     \
+               : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])         \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]))
+
 // acc += A * B for one 16x8x16 step of the calling warp (all 32 lanes).
 // mma.m16n8k16 needs sm_80; the host launchers refuse half types below it.
 template <typename T>
@@ -90,17 +98,9 @@ __device__ __forceinline__ void ak_mma_m16n8k16(float (&acc)[4], const uint32_t 
   static_assert(alexnet_kernels::kernels::kIsHalfType<T>, "fp16 or bf16 operands only");
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   if constexpr (std::is_same_v<T, __half>) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
-        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-        : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    AK_MMA_SYNC_M16N8("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32", acc, a, b);
   } else {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
-        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-        : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    AK_MMA_SYNC_M16N8("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32", acc, a, b);
   }
 #else
   __trap();
@@ -117,11 +117,7 @@ __device__ __forceinline__ void ak_mma_m16n8k16(float (&acc)[4], const uint32_t 
 __device__ __forceinline__ void ak_mma_m16n8k8_tf32(float (&acc)[4], const uint32_t (&a)[4],
                                                     const uint32_t (&b)[2]) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile(
-      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, "
-      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  AK_MMA_SYNC_M16N8("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32", acc, a, b);
 #else
   __trap();
 #endif
