@@ -49,12 +49,16 @@ ODD_CASES = [
 # CUDA kernels run on the CPU by the emulator (input (C, H, W), weight,
 # stride, padding, dilation, groups): conv1's 11x11 / stride 4 / pad 2 with
 # K = 3 * 121 spanning many K tiles, a grouped 5x5, a 3x3 with Cout = 70 (two
-# N tiles, the second partial), stride larger than the kernel.
+# N tiles, the second partial), stride larger than the kernel (stride phases
+# no tap reaches), a non-square stride and kernel with padding (uneven phases),
+# stride 3 with dilation 2 (each phase's one tap sits at a different kernel row).
 EMULATED_CASES = [
     ((3, 15, 15), (5, 3, 11, 11), 4, 2, 1, 1),
     ((6, 7, 7), (8, 3, 5, 5), 1, 2, 1, 2),
     ((8, 5, 6), (70, 8, 3, 3), 1, 1, 1, 1),
     ((4, 13, 11), (6, 4, 2, 2), 5, 1, 1, 1),
+    ((5, 10, 9), (6, 5, 3, 4), (2, 3), (1, 2), 1, 1),
+    ((3, 11, 12), (4, 3, 3, 3), 3, 2, 2, 1),
 ]
 
 PROVIDERS = ["native", "torch", "native_cuda"]

@@ -11,15 +11,18 @@
 // with channels counted inside one group (groups are the grid's z axis) and
 // g* = grad_y masked by y > 0 as it is read. k runs over the flattened
 // (channel, kh, kw) index, so conv1 (3 channels, 11x11) fills whole K tiles.
+// grad_x runs one GEMM per stride phase of the input pixels, over only the
+// taps that reach them (see GradInputPhase).
 //
 // A block computes a kConvTileM x kConvTileN tile of C. Per K step each
 // thread stages kConvRun consecutive k of one A row and one B row into
 // shared memory (k contiguous in both tiles); then fp32/fp64 operands are
 // multiplied with FFMA (4 x 8 outputs per thread) and fp16/bf16 ones with
-// tensor cores (mma.m16n8k16, a 32 x 32 warp tile per warp), accumulating in
-// fp32. The forward's weight rows are contiguous along k and read with 16-byte
-// loads when aligned; the gathered operands (image patches, masked grad_y,
-// weight columns) are read element by element, with zeros for padding and for
+// tensor cores (mma.m16n8k16, a 32 x 32 warp tile per warp; fp32 likewise
+// with TF32 mma.m16n8k8 when PyTorch allows TF32), accumulating in fp32. The
+// forward's weight rows are contiguous along k and read with 16-byte loads
+// when aligned; the gathered operands (image patches, masked grad_y, weight
+// columns) are read element by element, with zeros for padding and for
 // positions outside the GEMM. The epilogue adds the bias and applies ReLU
 // (forward), or stores the gradient. grad_w splits K over blocks into an fp32
 // (fp64 for double) workspace and a second kernel sums the slices in fixed
@@ -226,68 +229,159 @@ struct FilterRows {
   }
 };
 
-// grad_x A: masked grad_y gathered for input pixel m = (image, ih, iw),
-// k = (cout, kh, kw): the output pixel whose window puts tap (kh, kw) on
-// (ih, iw), if the stride and padding make one.
+// grad_x by stride phase. Along one axis (stride s, dilation d, padding p),
+// output o reaches input i through kernel tap k when i + p = o * s + k * d,
+// so input i only meets the taps with k * d == (i + p) (mod s). grad_x is one
+// GEMM per phase, the pixels with the same ((ih + pad_h) mod stride_h,
+// (iw + pad_w) mod stride_w), over only the taps that reach them: at conv1's
+// stride 4, at most 9 of the 121 taps, where a plain implicit GEMM walks all
+// 121 and masks 15 of 16 off. With g = gcd(d, s) a phase r has taps only when
+// g divides r; they are k0, k0 + s / g, ..., and tap a of pixel t (the t-th
+// input of the phase) belongs to output base + t - a * d / g: no division and
+// no exactness test per element.
+struct PhaseAxis {
+  int first;     // first input index of the phase; the phase's inputs are first + t * stride
+  int count;     // its inputs
+  int tap0;      // its first tap
+  int tap_step;  // s / g
+  int taps;
+  int out_base;  // output of input `first` through tap0
+  int out_step;  // d / g: how far the output moves back per tap step
+};
+
+AK_HOST_DEVICE inline int gcd_int(int a, int b) {
+  while (b != 0) {
+    const int r = a % b;
+    a = b;
+    b = r;
+  }
+  return a;
+}
+
+AK_HOST_DEVICE inline PhaseAxis phase_axis(int phase, int size, int kernel, int stride,
+                                           int pad, int dilation) {
+  PhaseAxis axis{};
+  axis.first = ((phase - pad) % stride + stride) % stride;  // (first + pad) % stride == phase
+  axis.count = axis.first < size ? (size - axis.first + stride - 1) / stride : 0;
+  const int g = gcd_int(dilation, stride);
+  axis.tap_step = stride / g;
+  axis.out_step = dilation / g;
+  axis.tap0 = 0;
+  while (axis.tap0 < axis.tap_step && (axis.tap0 * dilation - phase) % stride != 0) ++axis.tap0;
+  axis.taps = axis.tap0 < axis.tap_step && axis.tap0 < kernel
+                  ? (kernel - axis.tap0 + axis.tap_step - 1) / axis.tap_step
+                  : 0;  // no tap when g does not divide the phase
+  axis.out_base = (axis.first + pad - axis.tap0 * dilation) / stride;  // exact
+  return axis;
+}
+
+struct GradInputPhase {
+  PhaseAxis h;
+  PhaseAxis w;
+
+  AK_HOST_DEVICE int64_t pixels() const { return static_cast<int64_t>(h.count) * w.count; }
+  AK_HOST_DEVICE int taps() const { return h.taps * w.taps; }
+};
+
+AK_HOST_DEVICE inline int grad_input_phase_count(const ConvShape& s) {
+  return s.stride_h * s.stride_w;
+}
+
+AK_HOST_DEVICE inline GradInputPhase grad_input_phase(const ConvShape& s, int phase) {
+  return {phase_axis(phase / s.stride_w, s.in_h, s.kernel_h, s.stride_h, s.pad_h, s.dilation_h),
+          phase_axis(phase % s.stride_w, s.in_w, s.kernel_w, s.stride_w, s.pad_w, s.dilation_w)};
+}
+
+// (cout, a, b) of a grad_x GEMM depth index over a phase's taps, tap (a, b)
+// being kernel position (tap0_h + a * tap_step_h, tap0_w + b * tap_step_w);
+// step() moves to the next index without dividing.
+struct PhaseTapCursor {
+  int channel;
+  int a;
+  int b;
+
+  AK_DEVICE_INLINE static PhaseTapCursor at(int64_t k, const GradInputPhase& p) {
+    const ChannelTap ct = ChannelTap::at(k, p.taps());
+    const int a = ct.tap / p.w.taps;
+    return {ct.channel, a, ct.tap - a * p.w.taps};
+  }
+  AK_DEVICE_INLINE void step(const GradInputPhase& p) {
+    if (++b == p.w.taps) {
+      b = 0;
+      if (++a == p.h.taps) {
+        a = 0;
+        ++channel;
+      }
+    }
+  }
+};
+
+// grad_x A: masked grad_y gathered for the phase's input pixel m = (image, th, tw),
+// k = (cout, a, b): the output pixel that tap (a, b) connects it to, if inside.
 template <typename T>
 struct OutputGradientTaps {
   const T* grad_y;
   const T* y;
   ConvShape s;
+  GradInputPhase phase;
   int group;
 
   AK_DEVICE_INLINE void run(int64_t m, int64_t k, int64_t k_end, T (&out)[kConvRun]) const {
-    const int64_t rows = s.batch * s.in_pixels();
+    const int64_t rows = s.batch * phase.pixels();
     const Activation output = output_activation(s);
-    const PixelCursor in = PixelCursor::at(m, s.in_h, s.in_w);
-    const int taps = s.taps();
-    ChannelTap channel_tap = ChannelTap::at(k, taps);
+    const PixelCursor in = PixelCursor::at(m, phase.h.count, phase.w.count);
+    const int oh0 = phase.h.out_base + in.h;  // through tap a = 0
+    const int ow0 = phase.w.out_base + in.w;
+    PhaseTapCursor tap = PhaseTapCursor::at(k, phase);
 #pragma unroll
     for (int i = 0; i < kConvRun; ++i) {
       T v = zero_value<T>();
-      if (m < rows && k + i < k_end) {
-        const int kh = channel_tap.tap / s.kernel_w;
-        const int kw = channel_tap.tap - kh * s.kernel_w;
-        const int h_span = in.h + s.pad_h - kh * s.dilation_h;
-        const int w_span = in.w + s.pad_w - kw * s.dilation_w;
-        const int oh = h_span / s.stride_h;
-        const int ow = w_span / s.stride_w;
-        if (h_span >= 0 && w_span >= 0 && oh * s.stride_h == h_span &&
-            ow * s.stride_w == w_span && oh < s.out_h && ow < s.out_w) {
-          const int64_t at =
-              output.offset(in.image, group * s.out_group() + channel_tap.channel, oh, ow);
-          v = masked_gradient(grad_y, y, at);
-        }
+      const int oh = oh0 - tap.a * phase.h.out_step;
+      const int ow = ow0 - tap.b * phase.w.out_step;
+      if (m < rows && k + i < k_end && oh >= 0 && oh < s.out_h && ow >= 0 && ow < s.out_w) {
+        v = masked_gradient(grad_y, y,
+                            output.offset(in.image, group * s.out_group() + tap.channel, oh, ow));
       }
       out[i] = v;
-      channel_tap.step(taps);
+      tap.step(phase);
     }
   }
 };
 
-// grad_x B: weight element (cout, cin = n, kh, kw) for k = (cout, kh, kw).
+// grad_x B: weight element (cout, cin = n, kh, kw) for k = (cout, a, b).
 template <typename T>
 struct FilterColumns {
   const T* w;
   ConvShape s;
+  GradInputPhase phase;
   int group;
 
   AK_DEVICE_INLINE void run(int64_t n, int64_t k, int64_t k_end, T (&out)[kConvRun]) const {
-    const int taps = s.taps();
-    ChannelTap channel_tap = ChannelTap::at(k, taps);
-    const T* group_filters = w + static_cast<int64_t>(group) * s.out_group() * s.filter_size();
+    PhaseTapCursor tap = PhaseTapCursor::at(k, phase);
+    const T* filters = w + static_cast<int64_t>(group) * s.out_group() * s.filter_size() +
+                       static_cast<int64_t>(n) * s.taps() + phase.h.tap0 * s.kernel_w +
+                       phase.w.tap0;
 #pragma unroll
     for (int i = 0; i < kConvRun; ++i) {
       T v = zero_value<T>();
       if (n < s.in_group() && k + i < k_end) {
-        v = group_filters[static_cast<int64_t>(channel_tap.channel) * s.filter_size() +
-                          n * taps + channel_tap.tap];
+        v = filters[static_cast<int64_t>(tap.channel) * s.filter_size() +
+                    tap.a * phase.h.tap_step * s.kernel_w + tap.b * phase.w.tap_step];
       }
       out[i] = v;
-      channel_tap.step(taps);
+      tap.step(phase);
     }
   }
 };
+
+// (image, ih, iw) of the phase's input pixel m.
+AK_DEVICE_INLINE PixelCursor phase_input_pixel(const GradInputPhase& p, const ConvShape& s,
+                                               int64_t m) {
+  PixelCursor at = PixelCursor::at(m, p.h.count, p.w.count);
+  at.h = p.h.first + at.h * s.stride_h;
+  at.w = p.w.first + at.w * s.stride_w;
+  return at;
+}
 
 // grad_w A: masked grad_y of output channel m over k = (image, oh, ow).
 template <typename T>
@@ -365,11 +459,12 @@ template <typename T>
 struct InputGradientStore {
   T* grad_x;
   ConvShape s;
+  GradInputPhase phase;
   int group;
 
   AK_DEVICE_INLINE void store(int64_t m, int n, acc_t<T> value) const {
-    if (m >= s.batch * s.in_pixels() || n >= s.in_group()) return;
-    const PixelCursor in = PixelCursor::at(m, s.in_h, s.in_w);
+    if (m >= s.batch * phase.pixels() || n >= s.in_group()) return;
+    const PixelCursor in = phase_input_pixel(phase, s, m);
     grad_x[input_activation(s).offset(in.image, group * s.in_group() + n, in.h, in.w)] =
         from_acc<T>(value);
   }
@@ -653,17 +748,20 @@ struct ConvBackwardArgs {
   int64_t slice_depth;  // grad_w: K per slice, a multiple of kConvTileK
 };
 
-// grid (N*H*W tiles, Cin / groups tiles, groups)
+// grid (tiles of N * the largest phase's pixels, Cin / groups tiles, groups * phases)
 template <typename T, bool kTf32>
 __global__ void __launch_bounds__(kConvThreads)
     conv2d_relu_grad_input_kernel(ConvBackwardArgs<T> a) {
-  const int group = static_cast<int>(blockIdx.z);
-  implicit_gemm_tile<T, kTf32>(OutputGradientTaps<T>{a.grad_y, a.y, a.s, group},
-                        FilterColumns<T>{a.w, a.s, group},
-                        InputGradientStore<T>{a.grad_x, a.s, group},
-                        static_cast<int64_t>(blockIdx.x) * kConvTileM,
-                        static_cast<int>(blockIdx.y) * kConvTileN, 0,
-                        static_cast<int64_t>(a.s.out_group()) * a.s.taps());
+  const int group = static_cast<int>(blockIdx.z) % a.s.groups;
+  const GradInputPhase phase =
+      grad_input_phase(a.s, static_cast<int>(blockIdx.z) / a.s.groups);
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * kConvTileM;
+  if (m0 >= a.s.batch * phase.pixels()) return;  // the whole block: smaller phases
+  implicit_gemm_tile<T, kTf32>(OutputGradientTaps<T>{a.grad_y, a.y, a.s, phase, group},
+                               FilterColumns<T>{a.w, a.s, phase, group},
+                               InputGradientStore<T>{a.grad_x, a.s, phase, group}, m0,
+                               static_cast<int>(blockIdx.y) * kConvTileN, 0,
+                               static_cast<int64_t>(a.s.out_group()) * phase.taps());
 }
 
 // grid (Cout / groups tiles, filter_size tiles, groups * slices)
@@ -748,8 +846,14 @@ inline ConvPlan plan_conv_forward(const ConvShape& s) {
   return plan_gemm(s.batch * s.out_pixels(), s.out_group(), s.groups);
 }
 
+// Blocks cover the phase with the most pixels; those past a smaller phase's end exit.
 inline ConvPlan plan_conv_grad_input(const ConvShape& s) {
-  return plan_gemm(s.batch * s.in_pixels(), s.in_group(), s.groups);
+  int64_t most_pixels = 0;
+  for (int phase = 0; phase < grad_input_phase_count(s); ++phase) {
+    most_pixels = ak_max(most_pixels, grad_input_phase(s, phase).pixels());
+  }
+  return plan_gemm(s.batch * most_pixels, s.in_group(),
+                   static_cast<int64_t>(s.groups) * grad_input_phase_count(s));
 }
 
 // Splits K = N * OH * OW so that about kConvSplitTargetBlocks blocks run,
