@@ -7,9 +7,11 @@ tensors (nothing is unfolded into memory), one group per grid z-slice:
   K is flattened across (c, kh, kw), so conv1 (Cin = 3, 11x11) fills every K
   step instead of wasting most of a per-(kh, kw) step; bias and ReLU are applied
   to the fp32 accumulator before y is written, once;
-* grad_x: M = N*H*W input pixels, N = Cin/groups, K = (Cout/groups)*KH*KW; an
-  (input pixel, tap) pair contributes only where the tap lands on an output
-  pixel (the stride and dilation divisibility mask);
+* grad_x: one GEMM per stride phase (grid z = groups x phases): M = the N*H*W
+  input pixels with the same ((ih + pad_h) mod stride_h, (iw + pad_w) mod
+  stride_w), N = Cin/groups, K = only the taps that reach that phase
+  (``_phase_axis``; at conv1's stride 4 at most 9 of the 121) x Cout/groups,
+  the tap outer, so each K step gathers at one tap;
 * grad_w: M = Cout/groups, N = (Cin/groups)*KH*KW, K = N*OH*OW, split along K
   into an fp32 workspace that a second pass sums in a fixed order (no atomics,
   deterministic); grad_b is the row sum of the same masked grad_y tiles.
@@ -160,6 +162,30 @@ def conv2d_relu_forward_kernel(
              mask=m_mask[:, None] & co_mask[None, :])
 
 
+@triton.jit
+def _phase_axis(phase, size, kernel, stride, pad, dilation):
+    """One axis of a grad_x stride phase (the CUDA kernels' PhaseAxis): input i meets
+    tap k through output o when i + pad = o * stride + k * dilation, so the phase's
+    inputs first + t * stride meet only the taps tap0 + a * tap_step (none unless
+    gcd(dilation, stride) divides the phase), tap a of input t reaching output
+    out_base + t - a * out_step. Returns (first, count, tap0, tap_step, taps,
+    out_base, out_step); every operand of % and // is non-negative or an exact multiple."""
+    first = (phase - pad % stride + stride) % stride
+    count = tl.where(first < size, (size - first + stride - 1) // stride, 0)
+    g = dilation
+    r = stride
+    while r != 0:
+        g, r = r, g % r
+    tap_step = stride // g
+    tap0 = 0
+    while tap0 < tap_step and (tap0 * dilation + stride - phase) % stride != 0:
+        tap0 += 1
+    taps = tl.where((tap0 < tap_step) & (tap0 < kernel),
+                    (kernel - tap0 + tap_step - 1) // tap_step, 0)
+    out_base = (first + pad - tap0 * dilation) // stride
+    return first, count, tap0, tap_step, taps, out_base, dilation // g
+
+
 @triton.autotune(configs=autotune_configs(_CONFIGS, _DEFAULT), key=_KEY)
 @triton.jit
 def conv2d_relu_grad_x_kernel(
@@ -170,38 +196,51 @@ def conv2d_relu_grad_x_kernel(
         KH: tl.constexpr, KW: tl.constexpr, PRECISION: tl.constexpr,
         DOT_IN_FP32: tl.constexpr, INT64: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """grad_x for BLOCK_M input pixels x BLOCK_N input channels of group program_id(2):
-    the sum over (co, kh, kw) of masked grad_y at the output pixel tap (kh, kw) of the
-    input pixel feeds, times w[co, c, kh, kw]. grad_y and y share the strides sy_*."""
-    group = tl.program_id(2)
+    """grad_x for BLOCK_M input pixels of one stride phase x BLOCK_N input channels;
+    program_id(2) = phase * groups + group. The sum over (co, phase tap) of masked
+    grad_y at the output pixel the tap connects, times w[co, c, kh, kw]. grad_y and y
+    share the strides sy_*."""
+    group = tl.program_id(2) % (tl.num_programs(2) // (stride_h * stride_w))
+    phase = tl.program_id(2) // (tl.num_programs(2) // (stride_h * stride_w))
+    first_h, count_h, tap0_h, step_h, taps_h, base_h, back_h = _phase_axis(
+        phase // stride_w, in_h, KH, stride_h, pad_h, dil_h)
+    first_w, count_w, tap0_w, step_w, taps_w, base_w, back_w = _phase_axis(
+        phase % stride_w, in_w, KW, stride_w, pad_w, dil_w)
     m = _widen(tl.program_id(0), INT64) * BLOCK_M + _arange(BLOCK_M, INT64)
     ci = tl.program_id(1) * BLOCK_N + _arange(BLOCK_N, INT64)
     ci_mask = ci < in_per_group
-    n, ih, iw = _unravel_pixels(m, in_h, in_w)
-    m_mask = n < batch
-    th0 = ih + pad_h
-    tw0 = iw + pad_w
+    # max(.., 1): a phase without pixels has only masked-off rows.
+    n, th, tw = _unravel_pixels(m, tl.maximum(count_h, 1), tl.maximum(count_w, 1))
+    m_mask = (n < batch) & (count_h > 0) & (count_w > 0)
+    oh0 = base_h + th
+    ow0 = base_w + tw
     g_rows = n * sy_n + group * out_per_group * sy_c
-    w_cols = w_ptr + group * out_per_group * sw_o + ci * sw_c
-    taps = out_per_group * KH * KW
+    w_cols = (w_ptr + group * out_per_group * sw_o + ci * sw_c + tap0_h * sw_h
+              + tap0_w * sw_w)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, taps, BLOCK_K):
-        k = k0 + _arange(BLOCK_K, INT64)
-        k_mask = k < taps
-        co, kh, kw = _unravel_taps(k, KH, KW)
-        # Output pixel (oh, ow) reads this input pixel through tap (kh, kw) iff
-        # oh * stride = ih + pad - kh * dilation exactly.
-        th = th0[:, None] - (kh * dil_h)[None, :]
-        tw = tw0[:, None] - (kw * dil_w)[None, :]
-        oh = th // stride_h
-        ow = tw // stride_w
-        a_mask = (m_mask[:, None] & k_mask[None, :] & (th >= 0) & (tw >= 0)
-                  & (th % stride_h == 0) & (tw % stride_w == 0) & (oh < out_h) & (ow < out_w))
-        a = _masked_grad(grad_y_ptr, y_ptr, g_rows[:, None] + (co * sy_c)[None, :] + oh * sy_h
-                         + ow * sy_w, a_mask)
-        b = tl.load(w_cols[None, :] + (co * sw_o + kh * sw_h + kw * sw_w)[:, None],
-                    mask=k_mask[:, None] & ci_mask[None, :], other=0.0)
+    # K = (phase tap, output channel) in steps of BLOCK_K channels at one tap: the
+    # tap is a scalar per step, so the gathered indices need no per-element
+    # division. One flat loop, which the software pipeliner overlaps as a whole.
+    co_steps = tl.cdiv(out_per_group, BLOCK_K)
+    for step in range(0, taps_h * taps_w * co_steps):
+        tap = step // co_steps
+        a_tap = tap // taps_w
+        b_tap = tap % taps_w
+        oh = oh0 - a_tap * back_h
+        ow = ow0 - b_tap * back_w
+        co = (step % co_steps) * BLOCK_K + _arange(BLOCK_K, INT64)
+        co_mask = co < out_per_group
+        a_mask = (m_mask & (oh >= 0) & (oh < out_h) & (ow >= 0) & (ow < out_w))[:, None] & \
+            co_mask[None, :]
+        a = _masked_grad(grad_y_ptr, y_ptr,
+                         (g_rows + oh * sy_h + ow * sy_w)[:, None] + (co * sy_c)[None, :],
+                         a_mask)
+        b = tl.load(w_cols[None, :] + (co * sw_o + a_tap * step_h * sw_h
+                                       + b_tap * step_w * sw_w)[:, None],
+                    mask=co_mask[:, None] & ci_mask[None, :], other=0.0)
         acc = _dot(a, b, acc, PRECISION, DOT_IN_FP32)
+    ih = first_h + th * stride_h
+    iw = first_w + tw * stride_w
     x_offsets = ((n * sx_n + ih * sx_h + iw * sx_w)[:, None]
                  + ((group * in_per_group + ci) * sx_c)[None, :])
     tl.store(grad_x_ptr + x_offsets, acc.to(grad_x_ptr.dtype.element_ty),
@@ -372,9 +411,14 @@ def _grad_x(grad_y: torch.Tensor, y: torch.Tensor, x: torch.Tensor, weight: torc
     if grad_x.numel() == 0:
         return grad_x
 
+    stride_h, stride_w = geometry.stride
+    # Each phase's pixels, along each axis: at most ceil(size / stride).
+    most_pixels = triton.cdiv(geometry.in_h, stride_h) * triton.cdiv(geometry.in_w, stride_w)
+
     def grid(meta):
-        return (triton.cdiv(geometry.batch * geometry.in_h * geometry.in_w, meta["BLOCK_M"]),
-                triton.cdiv(geometry.in_per_group, meta["BLOCK_N"]), geometry.groups)
+        return (triton.cdiv(geometry.batch * most_pixels, meta["BLOCK_M"]),
+                triton.cdiv(geometry.in_per_group, meta["BLOCK_N"]),
+                geometry.groups * stride_h * stride_w)
 
     wrap_triton(conv2d_relu_grad_x_kernel)[grid](
         grad_y, y, weight, grad_x, *geometry.arguments(), *y.stride(), *weight.stride(),

@@ -28,6 +28,10 @@ DOWNSIZED_LAYERS = {
     "conv1-11x11-stride4-pad2": ((3, 19, 23), (16, 3, 11, 11), 4, 2, 1, 1),
     "paper-conv2-grouped-5x5": ((12, 9, 8), (20, 6, 5, 5), 1, 2, 1, 2),
     "conv3-3x3": ((40, 6, 7), (36, 40, 3, 3), 1, 1, 1, 1),
+    # grad_x's stride phases: uneven ones (padding not a multiple of half the
+    # stride), and stride 3 with dilation 2 (each phase's tap at another kernel row).
+    "stride-2x3-pad-1x2": ((5, 10, 9), (6, 5, 3, 4), (2, 3), (1, 2), 1, 1),
+    "stride3-dilation2": ((3, 11, 12), (4, 3, 3, 3), 3, 2, 2, 1),
 }
 
 
