@@ -98,6 +98,27 @@ def _tolerance(actual: torch.Tensor, expected64: torch.Tensor) -> None:
     torch.testing.assert_close(actual.double(), expected64, rtol=rtol, atol=rtol * scale)
 
 
+def _device_and_backend(provider: str) -> tuple[str, str]:
+    """Where an autograd provider runs, and the backend= it passes."""
+    device = {"native_cuda": "cuda", "triton": TRITON_DEVICE}.get(provider, "cpu")
+    return device, "native" if provider == "native_cuda" else provider
+
+
+def forward(provider: str, leaves: list[torch.Tensor], stride, padding, dilation,
+            groups) -> torch.Tensor:
+    """y alone (no gradients) of one implementation, on CPU tensors; see forward_backward."""
+    bias = leaves[2] if len(leaves) == 3 else None
+    if provider == "emulated_cuda":
+        return _emulated_ops().conv2d_relu(leaves[0], leaves[1], bias, _pair(stride),
+                                           _pair(padding), _pair(dilation), groups)
+    device, backend = _device_and_backend(provider)
+    with _context(provider), torch.no_grad():
+        y = ak.conv2d_relu(leaves[0].to(device), leaves[1].to(device),
+                           None if bias is None else bias.to(device), stride, padding, dilation,
+                           groups, backend=backend)
+    return y.cpu()
+
+
 def forward_backward(provider: str, leaves: list[torch.Tensor], stride, padding, dilation,
                      groups, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """(y, grad_y, [grad_x, grad_w(, grad_b)]) of one implementation, on CPU tensors.
@@ -115,8 +136,7 @@ def forward_backward(provider: str, leaves: list[torch.Tensor], stride, padding,
         grad_y = random_tensor(tuple(y.shape), dtype, seed + 3)
         grads = ops.conv2d_relu_backward(grad_y, x, w, y, *arguments, [True, True, b is not None])
         return y, grad_y, list(grads[:len(leaves)])
-    device = {"native_cuda": "cuda", "triton": TRITON_DEVICE}.get(provider, "cpu")
-    backend = "native" if provider == "native_cuda" else provider
+    device, backend = _device_and_backend(provider)
     with _context(provider):
         inputs = [t.to(device).requires_grad_() for t in leaves]
         y = ak.conv2d_relu(inputs[0], inputs[1], inputs[2] if len(inputs) == 3 else None,
@@ -223,7 +243,7 @@ def check_tf32_against_rounded_operands(provider: str, x_shape, w_shape, stride,
     with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=True):
         y, grad_y, (grad_x, grad_w, grad_b) = forward_backward(
             provider, [x, w, b], stride, padding, 1, groups, seed)
-    full_y, _, _ = forward_backward(provider, [x, w, b], stride, padding, 1, groups, seed)
+    full_y = forward(provider, [x, w, b], stride, padding, 1, groups)
     masked = (grad_y * (y > 0)).double()
     x64, w64 = round_to_tf32(x).double(), round_to_tf32(w).double()
     _tolerance(y, F.relu(F.conv2d(x64, w64, b.double(), stride, padding, 1, groups)))

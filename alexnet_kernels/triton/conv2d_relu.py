@@ -200,8 +200,9 @@ def conv2d_relu_grad_x_kernel(
     program_id(2) = phase * groups + group. The sum over (co, phase tap) of masked
     grad_y at the output pixel the tap connects, times w[co, c, kh, kw]. grad_y and y
     share the strides sy_*."""
-    group = tl.program_id(2) % (tl.num_programs(2) // (stride_h * stride_w))
-    phase = tl.program_id(2) // (tl.num_programs(2) // (stride_h * stride_w))
+    groups = tl.num_programs(2) // (stride_h * stride_w)
+    group = tl.program_id(2) % groups
+    phase = tl.program_id(2) // groups
     first_h, count_h, tap0_h, step_h, taps_h, base_h, back_h = _phase_axis(
         phase // stride_w, in_h, KH, stride_h, pad_h, dil_h)
     first_w, count_w, tap0_w, step_w, taps_w, base_w, back_w = _phase_axis(
