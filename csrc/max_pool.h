@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <array>
 #include <cstdint>
 #include <vector>
 
@@ -21,11 +22,19 @@ inline at::MemoryFormat max_pool_memory_format(const at::Tensor& x) {
   return at::MemoryFormat::Contiguous;
 }
 
-inline void check_pool_pair(const char* op, const char* name, at::IntArrayRef value) {
-  TORCH_CHECK(value.size() == 2, op, ": ", name, " must have two elements (height, width), got ",
-              value.size());
-  TORCH_CHECK(value[0] <= INT32_MAX && value[1] <= INT32_MAX, op, ": ", name,
+// One pooling argument as ATen's pooling takes it: one element for both axes or
+// (height, width); an empty stride means the kernel size.
+inline std::array<int64_t, 2> pool_pair(const char* op, const char* name, at::IntArrayRef value,
+                                        at::IntArrayRef if_empty = {}) {
+  if (value.empty() && !if_empty.empty()) {
+    return pool_pair(op, name, if_empty);
+  }
+  TORCH_CHECK(value.size() == 1 || value.size() == 2, op, ": ", name,
+              " must have one or two elements (height, width), got ", value.size());
+  const std::array<int64_t, 2> pair{value[0], value[value.size() - 1]};
+  TORCH_CHECK(pair[0] <= INT32_MAX && pair[1] <= INT32_MAX, op, ": ", name,
               " must fit in 32 bits, got ", value);
+  return pair;
 }
 
 // PyTorch's pooling output size along one axis (ATen/native/Pool.h): in ceil
@@ -49,27 +58,29 @@ inline void check_pool_input(const char* op, const at::Tensor& t, const char* na
 
 // Validates the arguments of a max pool over an input of shape `x_sizes`
 // (4-D: N, C, H, W) and returns its geometry.
-inline kernels::PoolWindow make_pool_window(at::IntArrayRef x_sizes, at::IntArrayRef kernel_size,
-                                            at::IntArrayRef stride, at::IntArrayRef padding,
-                                            at::IntArrayRef dilation, bool ceil_mode) {
+inline kernels::PoolWindow make_pool_window(at::IntArrayRef x_sizes,
+                                            at::IntArrayRef kernel_size_arg,
+                                            at::IntArrayRef stride_arg,
+                                            at::IntArrayRef padding_arg,
+                                            at::IntArrayRef dilation_arg, bool ceil_mode) {
   constexpr const char* op = "max_pool2d";
   TORCH_CHECK(x_sizes.size() == 4, op, ": x must be 4-D (N, C, H, W), got ", x_sizes.size(),
               "-D with shape ", x_sizes);
-  check_pool_pair(op, "kernel_size", kernel_size);
-  check_pool_pair(op, "stride", stride);
-  check_pool_pair(op, "padding", padding);
-  check_pool_pair(op, "dilation", dilation);
-  TORCH_CHECK(kernel_size[0] > 0 && kernel_size[1] > 0,
-              "max_pool2d: kernel_size must be greater than zero, got ", kernel_size);
+  const auto kernel = pool_pair(op, "kernel_size", kernel_size_arg);
+  const auto stride = pool_pair(op, "stride", stride_arg, kernel_size_arg);
+  const auto padding = pool_pair(op, "padding", padding_arg);
+  const auto dilation = pool_pair(op, "dilation", dilation_arg);
+  TORCH_CHECK(kernel[0] > 0 && kernel[1] > 0,
+              "max_pool2d: kernel_size must be greater than zero, got ", kernel_size_arg);
   TORCH_CHECK(stride[0] > 0 && stride[1] > 0, "max_pool2d: stride must be greater than zero, got ",
-              stride);
+              stride_arg);
   TORCH_CHECK(dilation[0] > 0 && dilation[1] > 0,
-              "max_pool2d: dilation must be greater than zero, got ", dilation);
+              "max_pool2d: dilation must be greater than zero, got ", dilation_arg);
   TORCH_CHECK(padding[0] >= 0 && padding[1] >= 0, "max_pool2d: padding must be non-negative, got ",
-              padding);
-  TORCH_CHECK(padding[0] <= kernel_size[0] / 2 && padding[1] <= kernel_size[1] / 2,
-              "max_pool2d: padding must be at most half of kernel_size, got padding=", padding,
-              " and kernel_size=", kernel_size);
+              padding_arg);
+  TORCH_CHECK(padding[0] <= kernel[0] / 2 && padding[1] <= kernel[1] / 2,
+              "max_pool2d: padding must be at most half of kernel_size, got padding=",
+              padding_arg, " and kernel_size=", kernel_size_arg);
   TORCH_CHECK(x_sizes[1] > 0 && x_sizes[2] > 0 && x_sizes[3] > 0,
               "max_pool2d: x may be empty only along the batch dimension, got shape ", x_sizes);
   kernels::PoolWindow w{};
@@ -77,8 +88,8 @@ inline kernels::PoolWindow make_pool_window(at::IntArrayRef x_sizes, at::IntArra
   w.channels = x_sizes[1];
   w.in_h = x_sizes[2];
   w.in_w = x_sizes[3];
-  w.kernel_h = static_cast<int>(kernel_size[0]);
-  w.kernel_w = static_cast<int>(kernel_size[1]);
+  w.kernel_h = static_cast<int>(kernel[0]);
+  w.kernel_w = static_cast<int>(kernel[1]);
   w.stride_h = static_cast<int>(stride[0]);
   w.stride_w = static_cast<int>(stride[1]);
   w.pad_h = static_cast<int>(padding[0]);
@@ -88,8 +99,9 @@ inline kernels::PoolWindow make_pool_window(at::IntArrayRef x_sizes, at::IntArra
   w.out_h = pool_output_size(w.in_h, w.kernel_h, w.stride_h, w.pad_h, w.dilation_h, ceil_mode);
   w.out_w = pool_output_size(w.in_w, w.kernel_w, w.stride_w, w.pad_w, w.dilation_w, ceil_mode);
   TORCH_CHECK(w.out_h >= 1 && w.out_w >= 1, "max_pool2d: the (padded) input of size ", w.in_h,
-              "x", w.in_w, " is too small for kernel_size=", kernel_size, " with dilation=",
-              dilation, " and padding=", padding, ": the output would be ", w.out_h, "x", w.out_w);
+              "x", w.in_w, " is too small for kernel_size=", kernel_size_arg, " with dilation=",
+              dilation_arg, " and padding=", padding_arg, ": the output would be ", w.out_h, "x",
+              w.out_w);
   return w;
 }
 

@@ -73,8 +73,12 @@ struct PhaseRows {
     for (int r = 0; r < w.stride_w; ++r) {
       const int64_t lo = std::min<int64_t>(
           phase_len, std::max<int64_t>(0, (w.pad_w - r + w.stride_w - 1) / w.stride_w));
+      // Floor division: the numerator is negative when the phase starts right of the
+      // row's last column (stride wider than the padded row), and truncation would
+      // then count one entry outside the row, read and written out of bounds.
+      const int64_t last = w.in_w - 1 + w.pad_w - r;
       const int64_t hi = std::min<int64_t>(
-          phase_len, std::max<int64_t>(lo, (w.in_w - 1 + w.pad_w - r) / w.stride_w + 1));
+          phase_len, std::max<int64_t>(lo, last < 0 ? 0 : last / w.stride_w + 1));
       inside[r] = {lo, hi};
     }
   }
