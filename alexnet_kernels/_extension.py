@@ -90,6 +90,23 @@ def set_cpu_capability(name: str) -> None:
     _LIBRARY.set_cpu_capability(name)
 
 
+def onednn_fusion() -> str:
+    """How the CPU conv2d_relu applies its ReLU: "fused" (oneDNN's post-op, used when the
+    operands cannot produce a NaN), "disabled", or "unavailable: <why>"."""
+    assert_loaded()
+    reason = _LIBRARY.onednn_fusion_unavailable_reason()
+    if reason:
+        return f"unavailable: {reason}"
+    return "fused" if _LIBRARY.onednn_fusion_enabled() else "disabled"
+
+
+def set_onednn_fusion(enabled: bool) -> None:
+    """Allow (the default) or forbid oneDNN's fused ReLU in the CPU conv2d_relu; forbidden,
+    the convolution runs unfused and the ReLU in place (for tests and comparisons)."""
+    assert_loaded()
+    _LIBRARY.set_onednn_fusion_enabled(bool(enabled))
+
+
 def build_info() -> dict[str, object]:
     """How the loaded library was built (for bug reports)."""
     if _LIBRARY is None:
@@ -100,4 +117,5 @@ def build_info() -> dict[str, object]:
         "with_cuda": bool(_LIBRARY.with_cuda),
         "cuda_arch_list": _LIBRARY.cuda_arch_list,
         "cpu_capability": _LIBRARY.cpu_capability(),
+        "onednn_fusion": onednn_fusion(),
     }

@@ -17,10 +17,12 @@ inline void check_conv_pair(const char* name, at::IntArrayRef value, int64_t min
               " must be at least ", minimum, ", got ", value);
 }
 
-// The output size along one axis, or a value < 1 when the window does not fit.
+// The output size along one axis, or a value < 1 when the window does not fit
+// (floor division: a truncating one would count a window that does not fit).
 inline int64_t conv_output_size(int64_t input, int64_t kernel, int64_t stride, int64_t pad,
                                 int64_t dilation) {
-  return (input + 2 * pad - dilation * (kernel - 1) - 1) / stride + 1;
+  const int64_t room = input + 2 * pad - dilation * (kernel - 1) - 1;
+  return room < 0 ? 0 : room / stride + 1;
 }
 
 // Validates x (N, C, H, W), weight (Cout, C / groups, KH, KW) and bias (Cout).
@@ -38,6 +40,9 @@ inline void check_conv2d_relu_arguments(const at::Tensor& x, const at::Tensor& w
               x.scalar_type(), ", got ", weight.scalar_type());
   TORCH_CHECK(weight.device() == x.device(), "conv2d_relu: weight must be on x's device ",
               x.device(), ", got ", weight.device());
+  TORCH_CHECK(x.size(2) > 0 && x.size(3) > 0,
+              "conv2d_relu: x may be empty only along the batch or channel dimension, got shape ",
+              x.sizes());
   check_conv_pair("stride", stride, 1);
   check_conv_pair("padding", padding, 0);
   check_conv_pair("dilation", dilation, 1);

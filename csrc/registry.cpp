@@ -9,6 +9,7 @@
 
 #include <exception>
 
+#include "cpu/conv2d_relu_fusion.h"
 #include "cpu/vectorize.h"
 #include "schemas.h"
 
@@ -46,6 +47,23 @@ PyObject* set_cpu_capability(PyObject* /*self*/, PyObject* name) {
   Py_RETURN_NONE;
 }
 
+PyObject* onednn_fusion_unavailable_reason(PyObject* /*self*/, PyObject* /*args*/) {
+  return PyUnicode_FromString(alexnet_kernels::cpu::onednn_fusion_unavailable_reason().c_str());
+}
+
+PyObject* onednn_fusion_enabled(PyObject* /*self*/, PyObject* /*args*/) {
+  return PyBool_FromLong(alexnet_kernels::cpu::onednn_fusion_enabled());
+}
+
+PyObject* set_onednn_fusion_enabled(PyObject* /*self*/, PyObject* enabled) {
+  const int truth = PyObject_IsTrue(enabled);
+  if (truth < 0) {
+    return nullptr;
+  }
+  alexnet_kernels::cpu::set_onednn_fusion_enabled(truth != 0);
+  Py_RETURN_NONE;
+}
+
 PyMethodDef module_methods[] = {
     {"cpu_capability", cpu_capability, METH_NOARGS,
      "Instruction set the CPU kernels run with: 'avx512', 'avx2' or 'default'."},
@@ -53,6 +71,12 @@ PyMethodDef module_methods[] = {
      "Widest instruction set of this CPU that the kernels have a variant for."},
     {"set_cpu_capability", set_cpu_capability, METH_O,
      "Run the CPU kernels with the given instruction set (at most the detected one)."},
+    {"onednn_fusion_unavailable_reason", onednn_fusion_unavailable_reason, METH_NOARGS,
+     "Why the CPU conv2d_relu cannot fuse its ReLU into oneDNN's convolution ('' if it can)."},
+    {"onednn_fusion_enabled", onednn_fusion_enabled, METH_NOARGS,
+     "Whether the CPU conv2d_relu may fuse its ReLU into oneDNN's convolution."},
+    {"set_onednn_fusion_enabled", set_onednn_fusion_enabled, METH_O,
+     "Allow (True, the default) or forbid the oneDNN-fused ReLU of the CPU conv2d_relu."},
     {nullptr, nullptr, 0, nullptr},
 };
 

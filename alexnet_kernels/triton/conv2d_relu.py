@@ -16,7 +16,7 @@ tensors (nothing is unfolded into memory), one group per grid z-slice:
   into an fp32 workspace that a second pass sums in a fixed order (no atomics,
   deterministic); grad_b is the row sum of the same masked grad_y tiles.
 
-The ReLU mask y > 0 is applied to grad_y tiles as they are loaded: no masked
+The ReLU mask (zero where y <= 0) is applied to grad_y tiles as they are loaded: no masked
 gradient tensor is ever written. Tensors are addressed through their strides, so
 contiguous, channels_last and other layouts need no copies; outputs follow x's
 layout. Offsets are 32-bit unless a tensor reaches 2^31 elements (``INT64``).
@@ -95,10 +95,11 @@ def _dot(a, b, acc, PRECISION: tl.constexpr, DOT_IN_FP32: tl.constexpr):
 
 @triton.jit
 def _masked_grad(grad_y_ptr, y_ptr, offsets, mask):
-    """grad_y where y > 0, else 0 (the ReLU's gradient), in grad_y's dtype."""
+    """grad_y except where y <= 0 (the ReLU's gradient), in grad_y's dtype; a NaN y passes
+    its gradient, as PyTorch's ReLU backward (threshold_backward) does."""
     grad = tl.load(grad_y_ptr + offsets, mask=mask, other=0.0)
     y = tl.load(y_ptr + offsets, mask=mask, other=0.0)
-    return tl.where(y > 0, grad, tl.zeros_like(grad))
+    return tl.where(y <= 0, tl.zeros_like(grad), grad)
 
 
 @triton.jit

@@ -9,8 +9,8 @@
 //   grad_w    m = cout             n = (cin, kh, kw)  k = (image, oh, ow)  A = g*  B = x
 //
 // with channels counted inside one group (groups are the grid's z axis) and
-// g* = grad_y masked by y > 0 as it is read. k runs over the flattened
-// (channel, kh, kw) index, so conv1 (3 channels, 11x11) fills whole K tiles.
+// g* = grad_y masked by the ReLU (zero where y <= 0) as it is read. k runs over
+// the flattened (channel, kh, kw) index, so conv1 (3 channels, 11x11) fills whole K tiles.
 // grad_x runs one GEMM per stride phase of the input pixels, over only the
 // taps that reach them (see GradInputPhase).
 //
@@ -109,10 +109,11 @@ AK_DEVICE_INLINE T zero_value() {
   return from_acc<T>(acc_t<T>(0));
 }
 
-// grad_y where y > 0, else 0: the ReLU backward, applied as grad_y is read.
+// grad_y except where y <= 0: the ReLU backward, applied as grad_y is read. A NaN
+// output passes its gradient, as PyTorch's ReLU backward (threshold_backward) does.
 template <typename T>
 AK_DEVICE_INLINE T masked_gradient(const T* grad_y, const T* y, int64_t at) {
-  return to_acc(y[at]) > acc_t<T>(0) ? grad_y[at] : zero_value<T>();
+  return to_acc(y[at]) <= acc_t<T>(0) ? zero_value<T>() : grad_y[at];
 }
 
 // (image, h, w) of a pixel index flattened over images of height x width;
