@@ -40,6 +40,14 @@ inline void check_lrn_arguments(const at::Tensor& x, int64_t size, double alpha,
   TORCH_CHECK(std::isfinite(k), "lrn: k must be finite, got ", k);
 }
 
+// beta = 0 makes LRN the identity, y = x * S^0 = x, whatever the window holds;
+// the kernels' general formulas would turn a NaN or inf in the window into NaN
+// (S^-0 through exp2/log2, 0 * inf in the window term), so callers copy instead.
+// The gradient is then PyTorch's: grad_y + 0 * x (its pow backward gives zero
+// for a zero exponent, and the x * x of the window sum multiplies that zero by
+// x, so a NaN or inf in x, and only there, makes its gradient NaN).
+inline bool lrn_is_identity(double beta) { return beta == 0.0; }
+
 inline void check_lrn_backward_arguments(const at::Tensor& grad_y, const at::Tensor& x,
                                          const at::Tensor& y) {
   TORCH_CHECK(grad_y.sizes() == x.sizes() && y.sizes() == x.sizes(),

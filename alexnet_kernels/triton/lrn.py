@@ -144,7 +144,8 @@ def lrn_backward_kernel(grad_y_ptr, x_ptr, y_ptr, grad_x_ptr, channels, pixels, 
     x = _load_rows(x_ptr, rows, 0, col_mask, offsets, channels, stride_c)
     s = _scale(x_ptr, rows, 0, col_mask, offsets, channels, stride_c, lo, window,
                alpha_over_size, k, BLOCK_C, BLOCK_P)
-    grad = g * _pow(s, neg_beta) - grad_coef * x * terms
+    # x * (grad_coef * terms): grad_coef * x underflows for a subnormal x (0 * inf = NaN).
+    grad = g * _pow(s, neg_beta) - x * (grad_coef * terms)
     tl.store(grad_x_ptr + offsets, grad.to(grad_x_ptr.dtype.element_ty),
              mask=(rows < channels) & col_mask)
 
@@ -179,7 +180,15 @@ class _Launch:
                 triton.cdiv(self.channels, meta["BLOCK_C"]))
 
     def run(self, kernel, inputs: tuple[torch.Tensor, ...], **extra) -> torch.Tensor:
-        """Launches kernel(*inputs, output, ...) with the inputs in the output's layout."""
+        """Launches kernel(*inputs, output, ...) with the inputs in the output's layout.
+
+        With beta = 0 LRN is the identity: y = x, and grad_x = grad_y + 0 * x as
+        PyTorch computes it (see csrc/lrn.h), whatever the window holds.
+        """
+        if self.scalars["neg_beta"] == 0.0:
+            if len(inputs) == 1:
+                return self.output.copy_(inputs[0])
+            return torch.add(inputs[0], inputs[1], alpha=0, out=self.output)
         if self.output.numel() > 0:
             dense = [t.contiguous(memory_format=self.memory_format) for t in inputs]
             wrap_triton(kernel)[self.grid](

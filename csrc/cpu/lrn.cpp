@@ -11,6 +11,7 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/add.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -33,7 +34,9 @@ struct LrnCoefficients {
   Acc alpha_over_size;
   Acc beta;
   Acc k;
-  Acc grad_coef;  // 2 * alpha * beta / size
+  // 2 * alpha * beta / size, applied as x * (grad_coef * sum): (grad_coef * x) would
+  // underflow to 0 for a subnormal x and make 0 * inf = NaN of an infinite sum.
+  Acc grad_coef;
 };
 
 template <typename Acc>
@@ -208,7 +211,7 @@ AK_CPU_INLINE void lrn_backward_nchw_chunk(const T* __restrict__ grad_y,
     const T* __restrict__ xr = x + c * pixels;
     T* __restrict__ gxr = grad_x + c * pixels;
     for (int64_t i = 0; i < width; ++i) {
-      gxr[i] = static_cast<T>(gp[i] - co.grad_coef * static_cast<Acc>(xr[i]) * sums[i]);
+      gxr[i] = static_cast<T>(gp[i] - static_cast<Acc>(xr[i]) * (co.grad_coef * sums[i]));
     }
   }
 }
@@ -281,7 +284,7 @@ AK_CPU_INLINE void lrn_backward_nhwc_pixel(const T* __restrict__ grad_y,
   std::copy(sums, sums + C, padded + co.hi);
   window_sums_padded(padded, sums, C, window);
   for (int64_t c = 0; c < C; ++c) {
-    grad_x[c] = static_cast<T>(g_pow[c] - co.grad_coef * static_cast<Acc>(x[c]) * sums[c]);
+    grad_x[c] = static_cast<T>(g_pow[c] - static_cast<Acc>(x[c]) * (co.grad_coef * sums[c]));
   }
 }
 
@@ -343,6 +346,9 @@ at::Tensor lrn_forward_cpu(const at::Tensor& x_in, int64_t size, double alpha, d
   if (y.numel() == 0) {
     return y;
   }
+  if (lrn_is_identity(beta)) {
+    return y.copy_(x);
+  }
   const LrnExtent e = lrn_extent(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lrn_forward_cpu",
                                   [&] {
@@ -379,6 +385,9 @@ at::Tensor lrn_backward_cpu(const at::Tensor& grad_y_in, const at::Tensor& x_in,
   at::Tensor grad_x = cpu::empty_output(x.sizes(), x.options(), format);
   if (grad_x.numel() == 0) {
     return grad_x;
+  }
+  if (lrn_is_identity(beta)) {
+    return at::add_out(grad_x, grad_y, x, /*alpha=*/0);
   }
   const LrnExtent e = lrn_extent(x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lrn_backward_cpu",

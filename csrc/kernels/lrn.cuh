@@ -62,7 +62,7 @@ struct LrnArgs {
   Acc alpha_over_size;
   Acc neg_beta;
   Acc k;
-  Acc grad_coef;  // 2 * alpha * beta / size
+  Acc grad_coef;  // 2 * alpha * beta / size, applied as x * (grad_coef * sum) (see lrn.cpp)
 };
 
 // Shared arrays per block: forward stages x; backward stages x plus, per
@@ -257,7 +257,7 @@ __global__ void __launch_bounds__(kLrnThreads)
       sum += gy_over_s[tile.shared_index(j - t_first, p)];
     }
     const Acc xv = xs[tile.shared_index(c - x_first, p)];
-    const Acc grad = g_pow[tile.shared_index(c - t_first, p)] - a.grad_coef * xv * sum;
+    const Acc grad = g_pow[tile.shared_index(c - t_first, p)] - xv * (a.grad_coef * sum);
     grad_x[tile.global_index(c, p)] = from_acc<T>(grad);
   }
 }
