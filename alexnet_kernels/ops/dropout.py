@@ -66,6 +66,16 @@ def _check_arguments(x: torch.Tensor, p: float, training: bool, inplace: bool) -
             raise TypeError(f"dropout: {name} must be a bool, got {type(value).__name__}")
 
 
+def _check_writable(x: torch.Tensor) -> None:
+    """In place, x must not have elements that share memory (an expanded tensor, stride 0
+    along a dimension of size > 1), which PyTorch's in-place ops refuse."""
+    if any(size > 1 and stride == 0 for size, stride in zip(x.shape, x.stride(), strict=True)):
+        raise RuntimeError(
+            "dropout: inplace=True cannot write into x, whose elements share memory (stride 0 "
+            f"along a dimension of size > 1: shape {tuple(x.shape)}, strides {x.stride()}); "
+            "clone x first or use inplace=False")
+
+
 def _to_int64(value: int) -> int:
     """The int64 with the bits of an unsigned 64-bit value."""
     return value - 2**64 if value > _INT64_MAX else value
@@ -114,6 +124,8 @@ def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True, inplace: boo
         return reference.dropout(x, p, training, inplace, generator=generator)
     if not training or p == 0.0 or x.numel() == 0:
         return x
+    if inplace:
+        _check_writable(x)
     if p == 1.0:  # like F.dropout: x * 0 (NaN stays NaN)
         return x.mul_(0.0) if inplace else x * 0.0
     seed_offset = _seed_offset(x, generator)
