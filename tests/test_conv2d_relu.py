@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -485,3 +488,133 @@ def test_bad_arguments_reach_the_kernels_checks() -> None:
         op(torch.randn(1, 3, 5, 5), torch.randn(2, 3, 3, 3).double(), None, *ok)
     with pytest.raises(RuntimeError, match="smaller than the \\(dilated\\) kernel"):
         op(torch.randn(1, 3, 2, 2), torch.randn(2, 3, 3, 3), None, *ok)
+
+
+# ---- regressions found by the fuzz tests (tests/test_fuzz_conv2d_relu.py) -----------
+
+@contextlib.contextmanager
+def _onednn_fusion(enabled: bool):
+    from alexnet_kernels import _extension
+
+    require_native_cpu()
+    previous = _extension.onednn_fusion() == "fused"
+    _extension.set_onednn_fusion(enabled)
+    try:
+        yield
+    finally:
+        _extension.set_onednn_fusion(previous)
+
+
+def _non_finite_case(dtype: torch.dtype) -> list[torch.Tensor]:
+    """x with a NaN and an inf, a weight with an inf at its centre tap (inside the input
+    for every window, so no zero padding multiplies it)."""
+    x = random_tensor((2, 3, 6, 7), torch.float64, seed=90)
+    x[0, 1, 2, 3] = math.nan
+    x[1, 0, 4, 1] = math.inf
+    w = random_tensor((4, 3, 3, 3), torch.float64, seed=91) / 5
+    w[2, 1, 1, 1] = math.inf
+    return [x.to(dtype), w.to(dtype), random_tensor((4,), dtype, seed=92)]
+
+
+@pytest.mark.parametrize("provider", ["native", "native_unfused", "emulated_cuda"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+def test_regression_nan_survives_the_relu_and_passes_its_gradient(provider: str,
+                                                                  dtype: torch.dtype) -> None:
+    """NaN semantics of F.relu(F.conv2d(...)): a NaN pre-activation stays NaN (oneDNN's
+    fused ReLU post-op made it 0 on the CPU), and the backward lets a NaN output's
+    gradient through, as threshold_backward does (the masks tested y > 0)."""
+    leaves = _non_finite_case(dtype)
+    arguments = (1, 1, 1, 1)  # stride, padding, dilation, groups
+    context = _onednn_fusion(False) if provider == "native_unfused" else contextlib.nullcontext()
+    with context:
+        y, grad_y, grads = forward_backward(
+            "native" if provider == "native_unfused" else provider, leaves, *arguments, seed=93)
+    leaves64 = [t.detach().double().requires_grad_() for t in leaves]
+    y64 = F.relu(F.conv2d(leaves64[0], leaves64[1], leaves64[2], *arguments))
+    assert y64.isnan().any() and y64.isinf().any()
+    assert torch.equal(y.isnan(), y64.isnan()) and torch.equal(y.isinf(), y64.isinf())
+    y64.backward(grad_y.double())
+    for ours, reference in zip(grads, leaves64, strict=True):
+        assert torch.equal(ours.isnan(), reference.grad.isnan())
+        finite = reference.grad.isfinite()
+        _tolerance(ours[finite], reference.grad[finite])
+
+
+def test_regression_overflowing_products_keep_their_nan() -> None:
+    """Finite operands whose float32 products overflow with both signs (+inf - inf: NaN
+    in any summation order) also take the unfused path: same NaNs as eager float32."""
+    require_native_cpu()
+    x = random_tensor((1, 2, 5, 5), torch.float32, seed=97)
+    x[0, :, 1:3, 1:3] = 1e30
+    w = random_tensor((3, 2, 3, 3), torch.float32, seed=98)
+    w[1, :, 1, 1] = torch.tensor([1e30, -1e30])
+    y = ak.conv2d_relu(x, w, None, 1, 1, backend="native")
+    expected = F.relu(F.conv2d(x, w, None, 1, 1))
+    assert expected.isnan().any()
+    assert torch.equal(y.isnan(), expected.isnan())
+
+
+def test_regression_the_unfused_cpu_path_equals_the_fused_one() -> None:
+    """With oneDNN's fusion forbidden (the path taken when the private op's schema is not
+    the expected one, or the operands could make a NaN) the results are eager's, bit for
+    bit, on finite operands."""
+    from alexnet_kernels import _extension
+
+    require_native_cpu()
+    assert _extension.onednn_fusion() == "fused"
+    x = random_tensor((2, 3, 11, 9), torch.float32, seed=94)
+    w = random_tensor((5, 3, 3, 3), torch.float32, seed=95)
+    b = random_tensor((5,), torch.float32, seed=96)
+    fused = ak.conv2d_relu(x, w, b, padding=1, backend="native")
+    with _onednn_fusion(False):
+        assert _extension.onednn_fusion() == "disabled"
+        unfused = ak.conv2d_relu(x, w, b, padding=1, backend="native")
+    assert _extension.onednn_fusion() == "fused"
+    expected = F.relu(F.conv2d(x, w, b, padding=1))
+    assert torch.equal(unfused, expected) and torch.equal(fused, expected)
+
+
+@pytest.mark.parametrize("provider", ["native", "emulated_cuda"])
+def test_regression_raw_op_refuses_a_window_that_does_not_fit(provider: str) -> None:
+    """(4 - 5) // 2 + 1 is 1 with a truncating division: the registered op accepted a
+    kernel wider than its input at stride 2 and computed an output from outside it."""
+    require_native_cpu()
+    op = (_emulated_ops() if provider == "emulated_cuda" else torch.ops.alexnet_kernels)
+    with pytest.raises(RuntimeError, match="smaller than the \\(dilated\\) kernel"):
+        op.conv2d_relu(torch.randn(1, 2, 4, 4), torch.randn(3, 2, 5, 5), None, [2, 2], [0, 0],
+                       [1, 1], 1)
+
+
+_PADDING_ONLY_WINDOW = """
+import torch, torch.nn.functional as F
+import alexnet_kernels as ak
+x = torch.randn(1, 3, 5, 1).contiguous(memory_format=torch.channels_last)
+w, b = torch.randn(6, 1, 1, 1), torch.randn(6)
+arguments = ((2, 2), (1, 1), (1, 2), 3)  # stride, padding, dilation, groups
+y = ak.conv2d_relu(x, w, b, *arguments, backend="native")
+expected = F.relu(F.conv2d(x.double(), w.double(), b.double(), *arguments))
+torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-6)
+assert y.is_contiguous(memory_format=torch.channels_last)
+print("ok")
+"""
+
+
+def test_regression_a_window_of_padding_only_does_not_crash() -> None:
+    """oneDNN's convolution (F.conv2d's too) segfaulted on this channels_last grouped
+    call, whose outputs include windows of padding only; ours pads x for it. Run in a
+    child process, so that a crash fails this test instead of ending the suite."""
+    require_native_cpu()
+    result = subprocess.run([sys.executable, "-c", _PADDING_ONLY_WINDOW], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_regression_a_strided_bias_is_read_by_its_strides() -> None:
+    """oneDNN's fused op reads its bias as if it were contiguous: a bias sliced with a
+    step gave the wrong per-channel offsets."""
+    require_native_cpu()
+    x = random_tensor((2, 3, 6, 5), torch.float32, seed=99)
+    w = random_tensor((4, 3, 3, 3), torch.float32, seed=100)
+    bias = random_tensor((8,), torch.float32, seed=101)[::2]
+    y = torch.ops.alexnet_kernels.conv2d_relu(x, w, bias, [1, 1], [1, 1], [1, 1], 1)
+    assert torch.equal(y, F.relu(F.conv2d(x, w, bias.contiguous(), padding=1)))

@@ -80,11 +80,29 @@ def forward_backward(provider: str, x: torch.Tensor, grad_y: torch.Tensor | None
     return y.detach().cpu(), indices.cpu(), grad_x
 
 
+def padding_only_windows(x: torch.Tensor, *window) -> torch.Tensor:
+    """Where a window holds no element of x, only padding (possible with dilation and in
+    ceil mode): bool, of the pooled shape."""
+    return F.max_pool2d(torch.ones(x.shape, dtype=torch.float64), *window).isneginf()
+
+
+def reference_gradient_of(grad_y: torch.Tensor, x: torch.Tensor, *window) -> torch.Tensor:
+    """grad_y as the reference backward must see it: zero for windows of padding only.
+
+    Their maximum is -inf and comes from no element of x, so their gradient goes
+    nowhere; PyTorch's backward (2.14) instead adds it at the window's "index", which
+    then lies outside the input plane: into the next channel's plane, or past the
+    tensor's end.
+    """
+    grad = grad_y.double()
+    return torch.where(padding_only_windows(x, *window), torch.zeros_like(grad), grad)
+
+
 def reference(x: torch.Tensor, grad_y: torch.Tensor | None, window: tuple):
     x64 = x.detach().double().requires_grad_()
     y64, indices = F.max_pool2d(x64, *window, return_indices=True)
     if grad_y is not None:
-        y64.backward(grad_y.double())
+        y64.backward(reference_gradient_of(grad_y, x, *window))
     return y64.detach(), indices, x64.grad
 
 
@@ -206,6 +224,53 @@ def test_unbatched_input_and_defaults() -> None:
         assert torch.equal(y, y_ref) and torch.equal(indices, indices_ref)
     assert torch.equal(ak.max_pool2d(x, [3], [2]), F.max_pool2d(x, [3], [2]))
     assert torch.equal(ak.max_pool2d(x, 2, stride=[]), F.max_pool2d(x, 2, stride=[]))
+
+
+# ---- regressions found by the fuzz tests (tests/test_fuzz_max_pool.py) -------------
+
+# A stride wider than the padded row (input columns some stride phase never
+# reaches): the CPU kernel counted one entry of such a phase inside the row (a
+# truncating division of a negative number), so the forward read and the
+# backward wrote past the row — wrong values and heap corruption. The issue's
+# dilation + ceil_mode class is this one: windows the ceil mode adds start past
+# the row, and with dilation a window can also hold no input element at all
+# (PyTorch then gives -inf and the window's first in-input position).
+PHASE_PAST_ROW_WINDOWS = [
+    ((1, 1), (1, 3), 0, 1, False),           # W=1: phases 1 and 2 hold no column
+    ((3, 2), (2, 4), (1, 0), (2, 1), True),  # the issue's dilation + ceil_mode case
+    ((2, 3), (2, 3), 1, 2, True),            # a window with no element inside the input
+    ((4, 4), (3, 3), (2, 1), (2, 1), True),
+]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("window", PHASE_PAST_ROW_WINDOWS, ids=str)
+@pytest.mark.parametrize("shape", [(2, 3, 2, 1), (1, 2, 5, 2), (2, 1, 3, 4)], ids=str)
+def test_regression_stride_phase_past_the_row_end(provider: str, window, shape) -> None:
+    for dtype in (torch.float32, torch.float16):
+        # Several rows and planes: an access past a row's end lands in a neighbour's
+        # data, where it shows as a wrong value, not only as memory corruption.
+        check_against_reference(provider, shape, dtype, window, seed=80)
+        if shape[3] > 1:  # else x is contiguous as well and its layout is not kept
+            check_against_reference(provider, shape, dtype, window, seed=81,
+                                    channels_last=True)
+
+
+@pytest.mark.parametrize("provider", ["native", "emulated_cuda"])
+def test_regression_raw_op_takes_aten_pairs(provider: str) -> None:
+    """The registered op takes its pairs as ATen's pooling does: one element for both
+    axes, an empty stride for the kernel size (it refused one element before)."""
+    require_native_cpu()
+    ops = _emulated_ops() if provider == "emulated_cuda" else torch.ops.alexnet_kernels
+    x = random_tensor((2, 3, 9, 8), torch.float32, seed=82)
+    y, argmax = ops.max_pool2d(x, [3], [], [1], [2], False)
+    y_pairs, argmax_pairs = ops.max_pool2d(x, [3, 3], [3, 3], [1, 1], [2, 2], False)
+    assert torch.equal(y, y_pairs) and torch.equal(argmax, argmax_pairs)
+    assert torch.equal(y, F.max_pool2d(x, 3, padding=1, dilation=2))
+    with pytest.raises(RuntimeError, match="max_pool2d: kernel_size must have one or two"):
+        ops.max_pool2d(x, [3, 3, 3], [1], [0], [1], False)
+    with pytest.raises(RuntimeError, match="max_pool2d: padding must have one or two"):
+        ops.max_pool2d(x, [3], [1], [], [1], False)
 
 
 # ---- the values-only (inference) forward ---------------------------------------
