@@ -15,10 +15,26 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from alexnet_kernels.reference import TOLERANCES
+
+# The fuzz tests' example budgets (tests/fuzz_support.py). "ci", the default, is
+# derandomized and keeps no database, so every run of the suite draws the same
+# examples; "long" (`pytest --hypothesis-profile=long`) draws fresh ones, 25 times
+# as many, and replays the failures it finds from a local database first.
+_FUZZ_HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+settings.register_profile("ci", max_examples=40, derandomize=True, database=None,
+                          deadline=None, print_blob=True, suppress_health_check=_FUZZ_HEALTH)
+settings.register_profile(
+    "long", max_examples=1000, deadline=None, print_blob=True,
+    suppress_health_check=_FUZZ_HEALTH,
+    database=DirectoryBasedExampleDatabase(Path(__file__).resolve().parent.parent
+                                           / ".hypothesis" / "examples"))
+settings.load_profile("ci")
 
 FLOAT_DTYPES = list(TOLERANCES)
 # The dtypes the Triton kernels support (no float64: GPUs have little of it).

@@ -2,7 +2,8 @@
 
 For ThreadSanitizer and for AddressSanitizer + UBSan, a subprocess runs the
 small emulated-CUDA cases of the op tests (test_lrn.py, test_max_pool.py,
-test_dropout.py, test_conv2d_relu.py) against a build of the emulated ops (tests/emulated.py)
+test_dropout.py, test_conv2d_relu.py; under AddressSanitizer also those of the
+fuzz tests, test_fuzz_*.py) against a build of the emulated ops (tests/emulated.py)
 instrumented with that sanitizer, with the sanitizer's runtime preloaded into
 the (uninstrumented) Python. The job passes when pytest
 passes and no sanitizer printed a report.
@@ -54,6 +55,11 @@ build = build_module()
 OP_TEST_FILES = ("tests/test_lrn.py", "tests/test_max_pool.py", "tests/test_dropout.py",
                  "tests/test_conv2d_relu.py")
 SMALL_EMULATED_CASES = "emulated_cuda and not alexnet"
+# The fuzz tests' emulated cases (random legal and just-illegal calls of the raw ops)
+# also run under AddressSanitizer: no argument may reach an out-of-bounds access.
+FUZZ_TEST_FILES = ("tests/test_fuzz_lrn.py", "tests/test_fuzz_max_pool.py",
+                   "tests/test_fuzz_dropout.py", "tests/test_fuzz_conv2d_relu.py")
+JOB_TEST_FILES = {"tsan": OP_TEST_FILES, "asan": OP_TEST_FILES + FUZZ_TEST_FILES}
 # Text any sanitizer prints when it reports something.
 SANITIZER_MARKERS = (
     "ThreadSanitizer",
@@ -125,7 +131,8 @@ def sanitizer_reports(output: str) -> list[str]:
 @pytest.mark.parametrize("sanitizer", ["tsan", "asan"])
 def test_real_kernels_under_sanitizer(sanitizer: str) -> None:
     run = run_sanitized(sanitizer, [
-        "-m", "pytest", *OP_TEST_FILES, "-q", "--capture=sys", "-p", "no:cacheprovider",
+        "-m", "pytest", *JOB_TEST_FILES[sanitizer], "-q", "--capture=sys", "-p",
+        "no:cacheprovider",
         "-k", SMALL_EMULATED_CASES,
     ])
     counts = summary_counts(run.output)
