@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from alexnet_kernels._bench_cases import Accuracy, Traffic
-from alexnet_kernels._bench_timing import Samples, iqr, median
+from alexnet_kernels._bench_timing import Samples
+from alexnet_kernels._timing import iqr, median
 
 BASELINES = ("eager", "compile")
 DIRECTIONS = {"fwd": "forward_ms", "fwd+bwd": "forward_backward_ms"}

@@ -29,7 +29,8 @@ import torch
 
 from alexnet_kernels import bench, env_report
 from alexnet_kernels._bench_cases import CASES, Case, make_input
-from alexnet_kernels._bench_timing import forward_backward_call, forward_call, synchronize
+from alexnet_kernels._bench_timing import forward_backward_call, forward_call
+from alexnet_kernels._timing import synchronize
 
 LAYOUTS = ("contiguous", "channels_last")
 
