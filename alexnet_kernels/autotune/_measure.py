@@ -42,7 +42,7 @@ from alexnet_kernels._timing import iqr, median, rotated, time_ms
 # autotuner, a separate compiler).
 SIMPLICITY = ("torch", "native", "triton")
 MIN_MARGIN = 0.03
-MIN_ROUNDS = 5
+MIN_ROUNDS = 3
 MAX_ROUNDS = 25
 BUDGET_MS = 500.0
 MIN_SAMPLE_MS = 1.0
