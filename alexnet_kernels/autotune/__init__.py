@@ -103,7 +103,8 @@ def enabled() -> bool:
 
 def set_autotune(on: bool) -> None:
     """Turns autotuning on or off in this process (the default comes from
-    ``ALEXNET_KERNELS_AUTOTUNE``). Graphs compiled before keep the choice they baked in."""
+    ``ALEXNET_KERNELS_AUTOTUNE``). A graph compiled before holds the choices made when
+    it was traced, unless Dynamo recompiles it for the change."""
     global _enabled
     _enabled = bool(on)
 
@@ -125,7 +126,8 @@ def recording() -> Iterator[list[Choice]]:
     try:
         yield choices
     finally:
-        _recorders.remove(choices)
+        # By identity: list.remove would take the first *equal* list, another block's.
+        _recorders[:] = [r for r in _recorders if r is not choices]
 
 
 def describe_choices(choices: Sequence[Choice]) -> str:

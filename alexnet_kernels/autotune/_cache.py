@@ -20,13 +20,16 @@ and rewritten at the next decision.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
+
+from alexnet_kernels._files import write_atomically
 
 FORMAT = "alexnet_kernels.autotune/1"
 ENV_DIR = "ALEXNET_KERNELS_CACHE_DIR"
@@ -116,20 +119,9 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _replace(path: Path, document: dict) -> None:
-    """Writes ``document`` to a temporary file beside ``path``, then renames it over."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(document, stream, indent=1, sort_keys=True)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+def _dump(document: dict, stream: IO) -> None:
+    json.dump(document, stream, indent=1, sort_keys=True)
+    stream.write("\n")
 
 
 def store(path: Path, identity: dict[str, str], entries: Entries) -> None:
@@ -139,7 +131,8 @@ def store(path: Path, identity: dict[str, str], entries: Entries) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with _locked(path.with_suffix(".lock")):
             merged = {**load(path, identity), **entries}
-            _replace(path, {"format": FORMAT, "identity": identity, "entries": merged})
+            write_atomically(path, functools.partial(
+                _dump, {"format": FORMAT, "identity": identity, "entries": merged}))
     except OSError as error:
         _warn_once(path, f"not written ({error}); decisions are kept in memory only")
 
