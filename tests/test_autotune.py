@@ -557,6 +557,25 @@ def test_torch_compile_with_a_dynamic_batch_decides_by_the_traced_size(autotunin
     assert y5.shape == (5, 8, 16, 16)
 
 
+def test_choose_is_marked_as_the_public_decorator_marks() -> None:
+    def marked() -> int:
+        return 0
+    torch.compiler.assume_constant_result(marked)
+    assert marked.__dict__ == {"_dynamo_marked_constant": True}
+    assert autotune.choose._dynamo_marked_constant is True
+
+
+def test_importing_the_package_imports_neither_dynamo_nor_triton(tmp_path: Path) -> None:
+    result = _python("""
+        import sys
+        import alexnet_kernels
+        print(sorted(m for m in ("torch._dynamo", "triton", "triton.language")
+                     if m in sys.modules))
+    """, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[]"]
+
+
 # ---- the torch candidate of conv2d_relu ------------------------------------------------
 
 

@@ -200,7 +200,6 @@ def _device_key(device: torch.device) -> tuple:
     return (*prefix, capability, torch.get_num_threads())
 
 
-@torch.compiler.assume_constant_result
 def choose(op: str, device: torch.device, fixed: str, implemented: tuple[str, ...],
            native_devices: tuple[str, ...] | None, key: Key) -> str:
     """The backend for a call of ``op`` with key ``key`` (from :func:`call_key`):
@@ -221,6 +220,14 @@ def choose(op: str, device: torch.device, fixed: str, implemented: tuple[str, ..
     for choices in _recorders:
         choices.append(Choice(op, full, backend))
     return backend
+
+
+# What torch.compiler.assume_constant_result(choose) does (Dynamo calls a marked
+# function eagerly and bakes its result into the graph), without importing Dynamo,
+# and Triton with it, when alexnet_kernels is imported: that would cost a second at
+# every import and fix Triton's mode before TRITON_INTERPRET can be set.
+# tests/test_autotune.py checks that the public decorator still sets this attribute.
+choose._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def _hint_specs(specs: tuple) -> tuple:
