@@ -5,9 +5,10 @@ only ``backend="torch"`` works and other backends raise a message saying how to
 build it (see :func:`alexnet_kernels.assert_has_ops`).
 """
 
-from alexnet_kernels import models, nn
+from alexnet_kernels import autotune, models, nn
 from alexnet_kernels._extension import assert_loaded as assert_has_ops
 from alexnet_kernels._extension import build_info
+from alexnet_kernels.autotune import set_autotune
 from alexnet_kernels.backends import BACKENDS, get_backend, set_backend, use_backend
 from alexnet_kernels.convert import convert
 from alexnet_kernels.ops import conv2d_relu, dropout, lrn, max_pool2d
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BACKENDS",
     "assert_has_ops",
+    "autotune",
     "build_info",
     "conv2d_relu",
     "convert",
@@ -27,6 +29,7 @@ __all__ = [
     "max_pool2d",
     "models",
     "nn",
+    "set_autotune",
     "set_backend",
     "summary",
     "use_backend",

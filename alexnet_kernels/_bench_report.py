@@ -1,9 +1,11 @@
 """The main job's outputs: the rich tables, and JSON, markdown and a PNG chart in a folder.
 
-One summary row per case and direction (forward, forward+backward): median
-and interquartile range of each provider, the speed-ups (baseline median /
-our median), the byte model (ours and PyTorch eager; none for whole networks),
-and on a GPU our achieved bandwidth as a fraction of a device-to-device copy.
+One summary row per case and direction (forward, forward+backward): what
+"ours" (``backend="auto"``) ran, median and interquartile range of each
+provider, the speed-ups (baseline median / our median), the byte model (our
+native kernels and PyTorch eager; none for whole networks), and on a GPU each
+hand-written kernel's achieved bandwidth as a fraction of a device-to-device
+copy (the byte model describes them, not whatever "ours" picked).
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from rich.console import Console
 from rich.table import Table
 
 from alexnet_kernels._bench_cases import Accuracy, Traffic
-from alexnet_kernels._bench_timing import Samples, iqr, median
+from alexnet_kernels._bench_timing import Samples
+from alexnet_kernels._timing import iqr, median
 
 BASELINES = ("eager", "compile")
+# Providers that are one hand-written kernel each (the byte model's subject).
+HAND_WRITTEN = ("native", "triton")
 DIRECTIONS = {"fwd": "forward_ms", "fwd+bwd": "forward_backward_ms"}
 
 
@@ -27,8 +32,10 @@ def _bytes_for(traffic: dict[str, int], direction: str) -> int:
 
 
 def summarize(samples: list[Samples], traffic: dict[str, Traffic | None], ours: list[str],
-              copy_gbs: float | None) -> list[dict[str, object]]:
-    """One row per case and direction (see the module docstring)."""
+              copy_gbs: float | None, ran: dict[str, dict[str, str]] | None = None
+              ) -> list[dict[str, object]]:
+    """One row per case and direction (see the module docstring); ``ran`` gives per case
+    and direction what "ours" ran."""
     rows = []
     for case, model in traffic.items():
         by_provider = {s.provider: s for s in samples if s.case == case}
@@ -36,18 +43,19 @@ def summarize(samples: list[Samples], traffic: dict[str, Traffic | None], ours: 
             times = {p: getattr(s, attribute) for p, s in by_provider.items()}
             row: dict[str, object] = {
                 "case": case, "direction": direction,
+                "ours_ran": (ran or {}).get(case, {}).get(direction, "-"),
                 "median_ms": {p: median(t) for p, t in times.items()},
                 "iqr_ms": {p: iqr(t) for p, t in times.items()},
                 "bytes_ours": model and _bytes_for(model.ours, direction),
                 "bytes_eager": model and _bytes_for(model.eager, direction),
             }
-            ran = [o for o in ours if o in times]
+            ran_ours = [o for o in ours if o in times]
             row["speedup"] = {f"{b}/{o}": row["median_ms"][b] / row["median_ms"][o]
-                              for b in BASELINES if b in times for o in ran}
+                              for b in BASELINES if b in times for o in ran_ours}
             if copy_gbs is not None and model is not None:
                 row["bandwidth_of_copy"] = {
                     o: row["bytes_ours"] / (row["median_ms"][o] * 1e-3) / (copy_gbs * 1e9)
-                    for o in ran}
+                    for o in ran_ours if o in HAND_WRITTEN}
             rows.append(row)
     return rows
 
@@ -58,12 +66,12 @@ def table_cells(summary: list[dict[str, object]]) -> tuple[list[str], list[list[
     providers = _union(row["median_ms"] for row in summary)
     ratios = _union(row["speedup"] for row in summary)
     bandwidth = _union(row.get("bandwidth_of_copy", {}) for row in summary)
-    headers = ["case", "direction", *(f"{p} ms" for p in providers), *ratios,
-               "MB ours", "MB eager", *(f"{o} BW/copy" for o in bandwidth)]
+    headers = ["case", "direction", "ours ran", *(f"{p} ms" for p in providers), *ratios,
+               "MB native", "MB eager", *(f"{o} BW/copy" for o in bandwidth)]
     rows = []
     for row in summary:
         median, spread = row["median_ms"], row["iqr_ms"]
-        cells = [str(row["case"]), str(row["direction"])]
+        cells = [str(row["case"]), str(row["direction"]), str(row["ours_ran"])]
         cells += [f"{median[p]:#.3g} ±{spread[p]:.2g}" if p in median else "-"
                   for p in providers]
         cells += [f"{row['speedup'][r]:.2f}x" if r in row["speedup"] else "-" for r in ratios]
@@ -101,7 +109,8 @@ def render(accuracy: list[Accuracy], summary: list[dict[str, object]], title: st
     headers, rows = table_cells(summary)
     table = Table(title=title)
     for header in headers:
-        table.add_column(header, justify="left" if header in ("case", "direction") else "right")
+        table.add_column(header, justify="left" if header in ("case", "direction", "ours ran")
+                         else "right")
     for cells in rows:
         table.add_row(*cells)
     console.print(table)

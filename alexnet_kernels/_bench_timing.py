@@ -10,14 +10,13 @@ device is synchronized before the clock starts and before it stops.
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from alexnet_kernels._bench_cases import Program
+from alexnet_kernels._timing import median, rotated, time_ms
 
 
 @dataclass
@@ -28,31 +27,6 @@ class Samples:
     provider: str
     forward_ms: list[float] = field(default_factory=list)
     forward_backward_ms: list[float] = field(default_factory=list)
-
-
-def median(samples: list[float]) -> float:
-    return statistics.median(samples)
-
-
-def iqr(samples: list[float]) -> float:
-    """Interquartile range (0 for fewer than two samples)."""
-    if len(samples) < 2:
-        return 0.0
-    q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive")
-    return q3 - q1
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_ms(fn: Callable[[], object], device: torch.device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    return (time.perf_counter() - start) * 1e3
 
 
 def forward_call(program: Program, x: torch.Tensor) -> Callable[[], object]:
@@ -103,8 +77,7 @@ def time_case(case: str, providers: dict[str, Program], x: torch.Tensor, grad: t
     samples = {name: Samples(case, name) for name in runs}
     names = list(runs)
     for round_index in range(warmup + repeats):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in rotated(names, round_index):
             forward, forward_backward = runs[name]
             fwd, fwd_bwd = time_ms(forward, x.device), time_ms(forward_backward, x.device)
             if round_index >= warmup:

@@ -35,6 +35,8 @@ def _load() -> tuple[ModuleType | None, str | None]:
 
 
 _LIBRARY, _LOAD_ERROR = _load()
+# The instruction set the CPU kernels run with (see cpu_capability).
+_cpu_capability: str | None = None
 
 
 def is_loaded() -> bool:
@@ -71,8 +73,11 @@ def cpu_capability() -> str:
     The widest one the CPU supports unless lowered with
     ``ALEXNET_KERNELS_CPU_CAPABILITY`` or :func:`set_cpu_capability`.
     """
-    assert_loaded()
-    return _LIBRARY.cpu_capability()
+    global _cpu_capability
+    if _cpu_capability is None:  # asked at every autotuned call: kept, not re-read
+        assert_loaded()
+        _cpu_capability = _LIBRARY.cpu_capability()
+    return _cpu_capability
 
 
 def detected_cpu_capability() -> str:
@@ -86,8 +91,10 @@ def set_cpu_capability(name: str) -> None:
 
     For testing and comparing the variants; ValueError when the CPU lacks it.
     """
+    global _cpu_capability
     assert_loaded()
     _LIBRARY.set_cpu_capability(name)
+    _cpu_capability = _LIBRARY.cpu_capability()
 
 
 def onednn_fusion() -> str:

@@ -11,11 +11,15 @@ networks end to end (``alexnet_kernels._bench_cases``):
    weights) against PyTorch's float64 reference, pass/fail per row with
    per-dtype tolerances (fp32 with TF32 off);
 2. timing: median and IQR of forward and forward+backward for PyTorch eager,
-   ``torch.compile`` of the same PyTorch code, and ours (native; Triton too on
-   CUDA), interleaved round-robin in this process after warm-up rounds;
-3. the speed-ups (eager/ours, compile/ours) next to the analytic bytes ours
-   and eager's kernel sequence must move per op (on a GPU, also our achieved
-   bandwidth as a fraction of a device-to-device copy).
+   ``torch.compile`` of the same PyTorch code, ours (``backend="auto"``: the
+   implementation the autotuner picks on this machine, named per row in the
+   "ours ran" column) and each hand-written kernel on its own (``native``;
+   ``triton`` too on CUDA), interleaved round-robin in this process after
+   warm-up rounds (the autotuner's first-call timing falls in the warm-up);
+3. the speed-ups (eager/ours, compile/ours, and the same for each kernel) next
+   to the analytic bytes our native kernels and eager's kernel sequence must
+   move per op (on a GPU, also each hand-written kernel's achieved bandwidth as
+   a fraction of a device-to-device copy).
 
 Networks take far longer per call than single ops, so they run a third of the
 rounds. ``--only`` selects cases by name (``--only conv2d_relu "model alexnet "``).
@@ -35,7 +39,7 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
-from alexnet_kernels import _bench_report, _extension, env_report
+from alexnet_kernels import _bench_report, _extension, autotune, env_report
 from alexnet_kernels._bench_cases import (
     CASES,
     Accuracy,
@@ -45,7 +49,13 @@ from alexnet_kernels._bench_cases import (
     make_input,
     traffic,
 )
-from alexnet_kernels._bench_timing import Samples, copy_bandwidth_gbs, time_case
+from alexnet_kernels._bench_timing import (
+    Samples,
+    copy_bandwidth_gbs,
+    forward_backward_call,
+    forward_call,
+    time_case,
+)
 from alexnet_kernels.triton import triton_installed
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -76,11 +86,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def our_backends(device: torch.device) -> dict[str, str]:
-    """Provider name -> backend of our kernels that run on ``device``."""
-    ours = {"ours": "native"}
+    """Provider name -> backend of ours on ``device``: "ours" is ``backend="auto"``,
+    the others each hand-written kernel on its own."""
+    ours = {"ours": "auto", "native": "native"}
     if device.type == "cuda" and triton_installed():
-        ours["ours-triton"] = "triton"
+        ours["triton"] = "triton"
     return ours
+
+
+def ran_by_ours(program: Program, x: torch.Tensor, grad: torch.Tensor) -> dict[str, str]:
+    """What ``backend="auto"`` runs for program(x), per direction ("fwd", "fwd+bwd");
+    the first call of a new shape is when the autotuner measures."""
+    ran = {}
+    for direction, call in (("fwd", forward_call(program, x)),
+                            ("fwd+bwd", forward_backward_call(program, x, grad))):
+        with autotune.recording() as choices:
+            call()
+        ran[direction] = (autotune.describe_choices(choices) if choices
+                          else "fixed choice (autotuning off)")
+    return ran
 
 
 def make_program(case: Case, provider: str, device: torch.device, dtype: torch.dtype
@@ -117,10 +141,12 @@ def selected_cases(patterns: list[str] | None) -> list[Case]:
 
 
 def run(args: argparse.Namespace, cases: list[Case], device: torch.device, console: Console
-        ) -> tuple[list[Accuracy], list[Samples], dict[str, dict[str, str]]]:
-    """Accuracy rows, timing samples, and per case the providers that could not run."""
+        ) -> tuple[list[Accuracy], list[Samples], dict[str, dict[str, str]],
+                   dict[str, dict[str, str]]]:
+    """Accuracy rows, timing samples, per case the providers that could not run, and per
+    case and direction what "ours" ran."""
     dtype, ours = DTYPES[args.dtype], our_backends(device)
-    accuracy, samples, unsupported = [], [], {}
+    accuracy, samples, unsupported, ran = [], [], {}, {}
     total = sum(len(ours) + sum(rounds(case, args)) for case in cases)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("verifying and timing", total=total)
@@ -141,13 +167,14 @@ def run(args: argparse.Namespace, cases: list[Case], device: torch.device, conso
                          for name in provider_names(device, not args.no_compile)}
             with torch.no_grad():
                 # Ours, not eager: eager has no bfloat16 LRN on the CPU.
-                grad = torch.randn_like(providers[next(iter(ours))].fn(x))
+                grad = torch.randn_like(providers["native"].fn(x))
+            ran[case.name] = ran_by_ours(providers["ours"], x, grad)
             case_samples, errors = time_case(case.name, providers, x, grad, *rounds(case, args),
                                              lambda: progress.advance(task))
             samples += case_samples
             if errors:
                 unsupported[case.name] = errors
-    return accuracy, samples, unsupported
+    return accuracy, samples, unsupported, ran
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,12 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=None if sys.stdout.isatty() else 150)
     torch.manual_seed(0)
     cases = selected_cases(args.only)
-    accuracy, samples, unsupported = run(args, cases, device, console)
+    accuracy, samples, unsupported, ran = run(args, cases, device, console)
     copy_gbs = copy_bandwidth_gbs(device) if device.type == "cuda" else None
     itemsize = DTYPES[args.dtype].itemsize
     byte_models = {c.name: traffic(c, args.batch, itemsize, device.type) for c in cases}
     summary = _bench_report.summarize(samples, byte_models, list(our_backends(device)),
-                                      copy_gbs)
+                                      copy_gbs, ran)
     machine = env_report.collect()
     device_name = (machine["gpu"] or {}).get("name") or machine["processor"]
     title = (f"{device_name}, {args.dtype}, batch {args.batch}, "
@@ -176,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     record = {"machine": machine, "device": str(device), "device_name": device_name,
               "settings": settings, "copy_bandwidth_gbs": copy_gbs, "unsupported": unsupported,
+              "ours_ran": ran,
               "traffic": {name: m and dataclasses.asdict(m) for name, m in byte_models.items()},
               "samples": [dataclasses.asdict(s) for s in samples]}
     paths = _bench_report.write(args.out, record, summary, accuracy, title)

@@ -5,7 +5,8 @@
 Versions (Python, torch, triton, numpy, the CUDA torch was built with), how the
 compiled library was built (CUDA kernels? for which architectures; the CPU
 instruction set detected and the one selected), the backends usable per
-device type, and the GPU if there is one.
+device type, the GPU if there is one, and whether ``backend="auto"`` autotunes
+and where it keeps its decisions.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     """The CPU's model name where the OS tells it (Linux), else the architecture."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -70,12 +71,19 @@ def _gpu() -> dict[str, object] | None:
             "count": torch.cuda.device_count()}
 
 
+def _autotune() -> dict[str, object]:
+    from alexnet_kernels import autotune
+
+    return {"enabled": autotune.enabled(), "cache_dir": str(autotune.cache_dir()),
+            "cache_files": [p.name for p in autotune.cache_files()]}
+
+
 def collect() -> dict[str, object]:
     """The report as a JSON-serialisable dict."""
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "processor": _cpu_name(),
+        "processor": cpu_name(),
         "torch": torch.__version__,
         "triton": _version("triton"),
         "numpy": _version("numpy"),
@@ -89,6 +97,8 @@ def collect() -> dict[str, object]:
         "build": _extension.build_info(),
         "cpu_capability": _cpu_capability(),
         "backends": _backends(),
+        # backend="auto" by measurement (python -m alexnet_kernels.autotune show).
+        "autotune": _autotune(),
     }
 
 

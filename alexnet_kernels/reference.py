@@ -48,3 +48,38 @@ def conv2d_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
                 stride=1, padding=0, dilation=1, groups: int = 1) -> torch.Tensor:
     """``F.relu(F.conv2d(...))``: x (N, Cin, H, W) -> (N, Cout, OH, OW)."""
     return F.relu(F.conv2d(x, weight, bias, stride, padding, dilation, groups))
+
+
+# Dtypes of cuDNN's fused convolution + bias + ReLU forward.
+_CUDNN_FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _cudnn_fused_forward_applies(x: torch.Tensor, weight: torch.Tensor,
+                                 bias: torch.Tensor | None) -> bool:
+    """Whether :func:`conv2d_relu_fast` may run cuDNN's fused forward: CUDA tensors with
+    cuDNN, no gradient wanted (it has no backward formula), outside torch.compile (it
+    has no fake kernel; inductor fuses the ReLU itself)."""
+    wants_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, weight, bias))
+    return (x.is_cuda and not wants_grad and x.dtype in _CUDNN_FUSED_DTYPES
+            and hasattr(torch, "cudnn_convolution_relu") and torch.backends.cudnn.enabled
+            and torch.backends.cudnn.is_available() and not torch.compiler.is_compiling())
+
+
+def conv2d_relu_fast(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                     stride: tuple[int, int], padding: tuple[int, int],
+                     dilation: tuple[int, int], groups: int) -> torch.Tensor:
+    """PyTorch's fastest way to ``F.relu(F.conv2d(...))`` (the ``torch`` backend of
+    conv2d_relu): x (N, Cin, H, W), symmetric padding -> (N, Cout, OH, OW).
+
+    The ReLU runs in place on the convolution's output, as torchvision's
+    ``nn.ReLU(inplace=True)``: no second activation-sized tensor, and autograd's
+    backward is the masked gradient (grad_y where y > 0) into
+    ``aten.convolution_backward``, as our kernels compute it. On CUDA without
+    autograd, cuDNN's fused convolution + bias + ReLU forward where this build of
+    PyTorch exposes it (``torch.cudnn_convolution_relu``).
+    """
+    if _cudnn_fused_forward_applies(x, weight, bias):
+        return torch.cudnn_convolution_relu(x, weight, bias, list(stride), list(padding),
+                                            list(dilation), groups)
+    return F.relu(F.conv2d(x, weight, bias, stride, padding, dilation, groups), inplace=True)

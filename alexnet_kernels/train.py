@@ -26,11 +26,9 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import random
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +43,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from alexnet_kernels import models
+from alexnet_kernels._files import write_atomically
 from alexnet_kernels.data import (  # first: says how to install the train extra
     EpochBatchSampler,
     ImageSpec,
@@ -345,18 +344,7 @@ def atomic_torch_save(payload: dict[str, Any], path: Path) -> None:
     A failure or a crash while writing leaves the previous file as it was.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                         dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    write_atomically(path, lambda stream: torch.save(payload, stream), binary=True)
 
 
 def checkpoint_payload(config: TrainConfig, num_classes: int, model: nn.Module,

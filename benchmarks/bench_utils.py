@@ -14,9 +14,12 @@ Environment:
   can cost several times the steady state on virtual machines, whose memory is
   backed by the host on first touch).
 
-Providers: eager, compile and ours (native), plus ours-triton on CUDA. A
-provider that cannot run a case (PyTorch has no bfloat16 LRN on the CPU, for
-one) is skipped with the reason.
+Providers: eager, compile, ours (``backend="auto"``: what the autotuner picks
+here; each result's ``extra_info["ours_ran"]`` names it) and each hand-written
+kernel on its own (native; triton too on CUDA). A provider that cannot run a
+case (PyTorch has no bfloat16 LRN on the CPU, for one) is skipped with the
+reason. The autotuner's decisions go to a folder of the session (conftest.py),
+so every run decides afresh and the user's cache is left alone.
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from alexnet_kernels import bench, env_report
+from alexnet_kernels import autotune, bench, env_report
 from alexnet_kernels._bench_cases import CASES, Case, make_input
-from alexnet_kernels._bench_timing import forward_backward_call, forward_call, synchronize
+from alexnet_kernels._bench_timing import forward_backward_call, forward_call
+from alexnet_kernels._timing import synchronize
 
 LAYOUTS = ("contiguous", "channels_last")
 
@@ -89,11 +93,14 @@ def _or_skip(fn: Callable[..., object], *args: object) -> object:
 def run(benchmark, fn: Callable[[], object], group: str, rounds: int | None = None,
         **info) -> None:
     """Time fn (which must end with the device synchronized) after warm-up rounds
-    (which include torch.compile's compilation); ``rounds`` lowers the number of
-    rounds for slow cases (at most ROUNDS)."""
-    _or_skip(fn)
+    (which include torch.compile's compilation and the autotuner's first-call
+    timing); ``rounds`` lowers the number of rounds for slow cases (at most ROUNDS)."""
+    with autotune.recording() as choices:
+        _or_skip(fn)
     benchmark.group = group
     benchmark.extra_info.update(machine_info(), **info)
+    if choices:
+        benchmark.extra_info["ours_ran"] = autotune.describe_choices(choices)
     rounds = ROUNDS if rounds is None else min(rounds, ROUNDS)
     benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=min(WARMUP, rounds))
 

@@ -6,9 +6,9 @@ with nvcc that is the CUDA build, so the CPU-only build -- the one most users
 without a toolkit get -- would never be compiled or loaded. This compiles it
 into a temporary folder (ALEXNET_KERNELS_CPU_ONLY=1), puts a copy of the
 package with that library first on PYTHONPATH, checks that it is the one
-loaded and that it has no CUDA kernels, and runs the tests of every op and of
-the models (the CUDA-emulation tests, which do not use the library, are left
-out). Exit status: pytest's, or 1 when the build or the load check fails.
+loaded and that it has no CUDA kernels, and runs the tests of every op, of the
+models and of the autotuner (the CUDA-emulation tests, which do not use the
+library, are left out). Exit status: pytest's, or 1 when the build or the load check fails.
 
     python scripts/cpu_only_build_check.py [extra pytest arguments]
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_FILES = ["test_lrn.py", "test_max_pool.py", "test_dropout.py", "test_conv2d_relu.py",
-              "test_models.py"]
+              "test_models.py", "test_autotune.py"]
 # Asserted in the child process: the library loaded is the CPU-only one just built.
 LOAD_CHECK = """
 import sys

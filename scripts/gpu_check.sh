@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Everything a GPU machine can check that the CPU-only CI cannot, in one call:
 # build for this GPU's architecture, the whole test suite (the GPU-only tests
-# run instead of skipping), the pytest-benchmark suite and the main job.
+# run instead of skipping), the pytest-benchmark suite, the main job, and the
+# autotuner's decision for every AlexNet layer (printed, and kept in
+# $OUT/autotune-cache with each candidate's time).
 # All outputs go into one timestamped folder; every step runs even if an
 # earlier one fails, and the script exits non-zero if any step failed.
 #
@@ -36,10 +38,18 @@ step benchmarks "$PYTHON" -m pytest benchmarks/ --benchmark-only \
 step benchmarks-bf16 env AK_BENCH_DTYPE=bf16 AK_BENCH_LAYOUT=channels_last \
     "$PYTHON" -m pytest benchmarks/ --benchmark-only \
     --benchmark-json "$OUT/benchmarks-bf16-channels-last.json"
+# The autotuner decides into a folder of this check, so what it prints was measured now.
+mkdir -p "$OUT/autotune-cache"
+ALEXNET_KERNELS_CACHE_DIR=$(cd "$OUT/autotune-cache" && pwd)
+export ALEXNET_KERNELS_CACHE_DIR
+step autotune "$PYTHON" -m alexnet_kernels.autotune alexnet
+step autotune-bf16 "$PYTHON" -m alexnet_kernels.autotune alexnet --dtype bf16 --channels-last
 step main-job "$PYTHON" -m alexnet_kernels.bench --out "$OUT/main-job"
 step main-job-bf16 "$PYTHON" -m alexnet_kernels.bench --dtype bf16 --channels-last \
     --out "$OUT/main-job-bf16"
 
+echo "== autotune decisions (every AlexNet layer, fp32 and bf16 channels_last)"
+cat "$OUT/autotune.log" "$OUT/autotune-bf16.log" || true
 echo "outputs in $OUT"
 if (( ${#failed[@]} )); then
     echo "failed: ${failed[*]}"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,17 @@ from pathlib import Path
 # threads on a busy shared machine make each one about 500x slower than one
 # thread does. Read when numpy loads (torch imports it below).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+# Autotuning (alexnet_kernels.autotune) is off for the suite: the tests check
+# specific implementations, and "auto" in them means the fixed choice (the
+# compiled kernel) they were written against; timing every new shape would
+# make the run slow and what runs depend on the machine's load. The autotune
+# tests turn it on themselves (the `autotuning` fixture of test_autotune.py).
+# Whatever a test does, decisions go to a folder of this session, never to the
+# user's cache; subprocesses inherit both settings. The switch is read when
+# alexnet_kernels is imported, so both are set before that.
+os.environ["ALEXNET_KERNELS_AUTOTUNE"] = "0"
+os.environ["ALEXNET_KERNELS_CACHE_DIR"] = tempfile.mkdtemp(prefix="alexnet-kernels-test-cache-")
 
 import pytest
 import torch
@@ -35,6 +48,8 @@ settings.register_profile(
     database=DirectoryBasedExampleDatabase(Path(__file__).resolve().parent.parent
                                            / ".hypothesis" / "examples"))
 settings.load_profile("ci")
+# Deleted when the session ends (pytest_sessionfinish).
+_SESSION_CACHE = os.environ["ALEXNET_KERNELS_CACHE_DIR"]
 
 FLOAT_DTYPES = list(TOLERANCES)
 # The dtypes the Triton kernels support (no float64: GPUs have little of it).
@@ -167,6 +182,8 @@ def pytest_deselected(items: list[pytest.Item]) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     import emulated
+
+    shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
     config = session.config
     test_files = {p.resolve() for pattern in config.getini("python_files")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from alexnet_kernels import bench, env_report, reference
+from alexnet_kernels import autotune, bench, env_report, reference
 from alexnet_kernels._bench_cases import (
     CASES,
     Case,
@@ -129,8 +130,12 @@ def test_accuracy_fails_for_a_wrong_implementation(case: Case, wrong) -> None:
     assert not check_accuracy(case, program, "wrong", _input(case)).passed
 
 
-def test_quick_run_writes_json_markdown_and_png(tmp_path) -> None:
+def test_quick_run_writes_json_markdown_and_png(tmp_path, monkeypatch) -> None:
     pytest.importorskip("matplotlib")
+    # "ours" is backend="auto" with autotuning on, deciding into a folder of the test.
+    monkeypatch.setenv("ALEXNET_KERNELS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(autotune, "_enabled", True)
+    monkeypatch.setattr(autotune, "_memory", {})
     only = ["lrn conv1", "conv2d_relu conv3", "dropout fc7"]
     code = bench.main(["--quick", "--batch", "1", "--repeats", "2", "--warmup", "0",
                        "--no-compile", "--out", str(tmp_path), "--only", *only])
@@ -144,6 +149,15 @@ def test_quick_run_writes_json_markdown_and_png(tmp_path) -> None:
     assert {s["case"] for s in record["samples"]} == {
         case.name for case in CASES if any(text in case.name for text in only)}
     assert "| lrn conv1 96x55x55 | fwd+bwd |" in (tmp_path / "results.md").read_text()
+    # Each row names what "ours" ran; the hand-written kernel keeps a row of its own.
+    assert {s["provider"] for s in record["samples"]} == {"eager", "ours", "native"}
+    ran = record["ours_ran"]
+    assert ran["dropout fc7-input 4096"] == {"fwd": "native", "fwd+bwd": "native"}
+    for case in ("lrn conv1 96x55x55", "conv2d_relu conv3 192x13x13"):
+        assert set(ran[case]) == {"fwd", "fwd+bwd"}
+        assert set(ran[case].values()) <= {"native", "torch"}
+    assert all(row["ours_ran"] == ran[row["case"]][row["direction"]]
+               for row in record["summary"])
     assert (tmp_path / "speedup.png").read_bytes().startswith(b"\x89PNG")
 
 
@@ -169,6 +183,10 @@ def test_env_report_json_has_the_keys(capsys) -> None:
     assert {"python", "torch", "triton", "numpy", "cuda_runtime", "gpu", "build",
             "cpu_capability", "backends"} <= report.keys()
     assert "torch" in report["backends"]["cpu"]
+    # The suite runs with autotuning off and a cache folder of its own (conftest.py).
+    assert report["autotune"] == {"enabled": False,
+                                  "cache_dir": os.environ["ALEXNET_KERNELS_CACHE_DIR"],
+                                  "cache_files": []}
 
 
 def test_a_provider_that_cannot_run_is_reported_not_timed() -> None:

@@ -148,10 +148,11 @@ def conv2d_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     x4, padding_pair = _resolve_padding(x4, weight, padding, stride_pair, dilation_pair)
     _check_shapes(x4, weight, bias, padding_pair, dilation_pair, groups)
     chosen = backends.resolve(backend, x.device, "conv2d_relu", _IMPLEMENTED,
-                              native_devices=_NATIVE_DEVICES)
+                              native_devices=_NATIVE_DEVICES, tensors=(x4, weight, bias),
+                              args=(stride_pair, padding_pair, dilation_pair, int(groups)))
     if chosen == "torch":
-        y = reference.conv2d_relu(x4, weight, bias, stride_pair, padding_pair, dilation_pair,
-                                  groups)
+        y = reference.conv2d_relu_fast(x4, weight, bias, stride_pair, padding_pair,
+                                       dilation_pair, groups)
     elif chosen == "triton":
         # Imported here so that importing the package never imports triton.
         from alexnet_kernels.triton import conv2d_relu as triton_conv2d_relu

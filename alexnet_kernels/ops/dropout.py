@@ -119,7 +119,8 @@ def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True, inplace: boo
         not training, p = 0 or x is empty).
     """
     _check_arguments(x, p, training, inplace)
-    chosen = backends.resolve(backend, x.device, "dropout", _IMPLEMENTED)
+    chosen = backends.resolve(backend, x.device, "dropout", _IMPLEMENTED, tensors=(x,),
+                              args=(float(p), training))
     if chosen == "torch":
         return reference.dropout(x, p, training, inplace, generator=generator)
     if not training or p == 0.0 or x.numel() == 0:

@@ -61,7 +61,8 @@ def lrn(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: 
         A tensor of x's shape and dtype (channels_last when x is).
     """
     _check_arguments(x, size, alpha, beta, k)
-    chosen = backends.resolve(backend, x.device, "lrn", _IMPLEMENTED)
+    chosen = backends.resolve(backend, x.device, "lrn", _IMPLEMENTED, tensors=(x,),
+                              args=(int(size), float(alpha), float(beta), float(k)))
     if chosen == "torch":
         return reference.lrn(x, size, alpha, beta, k)
     if chosen == "triton":

@@ -163,7 +163,9 @@ def max_pool2d(x: torch.Tensor, kernel_size: IntPair, stride: IntPair | None = N
     unbatched = x.dim() == 3
     x4 = x.unsqueeze(0) if unbatched else x
     geometry = PoolGeometry(x4.shape, kernel_size, stride, padding, dilation, ceil_mode)
-    chosen = backends.resolve(backend, x.device, "max_pool2d", _IMPLEMENTED)
+    chosen = backends.resolve(backend, x.device, "max_pool2d", _IMPLEMENTED, tensors=(x4,),
+                              args=(geometry.kernel, geometry.stride, geometry.padding,
+                                    geometry.dilation, geometry.ceil_mode, bool(return_indices)))
     if chosen == "torch":
         return reference.max_pool2d(x, geometry.kernel, geometry.stride, geometry.padding,
                                     geometry.dilation, geometry.ceil_mode, return_indices)
