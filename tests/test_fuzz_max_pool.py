@@ -93,7 +93,7 @@ def compare(ours: Result, expected: Result) -> None:
 
 def _reference(x: torch.Tensor, arguments: tuple, train: bool, state: dict, data,
                want_indices: bool = True) -> Result:
-    x64 = x.double().requires_grad_(train)
+    x64 = x.detach().double().requires_grad_(train)
     # The call as the user made it (PyTorch checks some arguments differently without
     # indices), then the indices to compare ours with.
     y64 = F.max_pool2d(x64, *arguments, return_indices=want_indices)

@@ -11,6 +11,7 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/ops/add.h>
 #include <torch/library.h>
 
@@ -387,6 +388,8 @@ at::Tensor lrn_backward_cpu(const at::Tensor& grad_y_in, const at::Tensor& x_in,
     return grad_x;
   }
   if (lrn_is_identity(beta)) {
+    // Below autograd: a caller's x may require grad, and out= ops refuse that.
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
     return at::add_out(grad_x, grad_y, x, /*alpha=*/0);
   }
   const LrnExtent e = lrn_extent(x);

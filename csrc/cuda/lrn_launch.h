@@ -6,6 +6,7 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/ops/add.h>
 #include <ATen/ops/empty.h>
 
@@ -71,6 +72,8 @@ at::Tensor run_lrn_backward(const at::Tensor& grad_y_in, const at::Tensor& x_in,
     return grad_x;
   }
   if (lrn_is_identity(beta)) {
+    // Below autograd: a caller's x may require grad, and out= ops refuse that.
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
     return at::add_out(grad_x, grad_y, x, /*alpha=*/0);
   }
   const kernels::LrnProblem problem = make_lrn_problem(x, format, size, alpha, beta, k);
