@@ -16,8 +16,9 @@ pass them, these would fail.
 
 How the sanitized Python process is set up, and why:
 
-* LD_PRELOAD=<runtime>: an instrumented extension in an uninstrumented host
-  needs the runtime loaded first. tests/emulated.py keeps it out of the
+* LD_PRELOAD=<runtime> (and libstdc++ under AddressSanitizer, see
+  cuda_emu/build.py's preload_libraries): an instrumented extension in an
+  uninstrumented host needs the runtime loaded first. tests/emulated.py keeps it out of the
   compiler and ninja it starts (ThreadSanitizer breaks ninja's subprocess
   handling; LeakSanitizer would fail the compiler).
 * OMP_NUM_THREADS=1: PyTorch's CPU ops (here the float64 reference) run on
@@ -79,7 +80,14 @@ class Run:
     seconds: float
 
     def describe(self) -> str:
-        return f"exit status {self.returncode} after {self.seconds:.1f} s\n{self.output[-12000:]}"
+        """The exit status, the start of the first sanitizer report (its first frames name
+        the bug; a long C++ stack would push them out of the tail) and the output's tail."""
+        head = f"exit status {self.returncode} after {self.seconds:.1f} s\n"
+        starts = [i for i in (self.output.find(m) for m in SANITIZER_MARKERS) if i >= 0]
+        if starts:
+            first = self.output.rfind("\n", 0, min(starts)) + 1
+            head += f"first report:\n{self.output[first:first + 6000]}\n...\n"
+        return head + self.output[-6000:]
 
 
 def _set_option(options: str, key: str, value: str) -> str:
@@ -89,8 +97,8 @@ def _set_option(options: str, key: str, value: str) -> str:
 
 
 def sanitized_env(sanitizer: str) -> dict[str, str]:
-    runtime = build.sanitizer_runtime(sanitizer)
-    if runtime is None:
+    preload = build.preload_libraries(sanitizer)
+    if preload is None:
         pytest.fail(f"the {sanitizer} runtime of {build.compiler()} was not found", pytrace=False)
     env = dict(os.environ)
     env.pop("PYTEST_ADDOPTS", None)  # the job's pytest options are the ones below
@@ -98,7 +106,7 @@ def sanitized_env(sanitizer: str) -> dict[str, str]:
     if sanitizer == "asan":
         env["ASAN_OPTIONS"] = _set_option(env["ASAN_OPTIONS"], "detect_leaks", "0")
     env["AK_EMU_SANITIZER"] = sanitizer
-    env["LD_PRELOAD"] = str(runtime)
+    env["LD_PRELOAD"] = " ".join(str(p) for p in preload)
     env["OMP_NUM_THREADS"] = "1"
     return env
 

@@ -322,3 +322,42 @@ def test_library_built_for_another_torch(monkeypatch: pytest.MonkeyPatch) -> Non
     library, error = _extension._load()
     assert library is None
     assert "built against torch 1.0.0" in error and torch.__version__ in error
+
+
+# ---- regressions found by the fuzz tests (tests/test_fuzz_lrn.py) -----------------
+
+REGRESSION_PROVIDERS = [*PROVIDERS, "triton"]
+
+
+@pytest.mark.parametrize("provider", REGRESSION_PROVIDERS)
+def test_beta_zero_is_the_identity_with_pytorchs_gradient(provider: str) -> None:
+    # S ** -0 is 1 for every S, so y = x; the backward once formed
+    # x * (-beta) * S ** (-beta - 1) * sum, a NaN where S underflows to 0 or x is inf.
+    x = random_tensor((2, 7, 4, 3), torch.float32, 70)
+    x[0, 2, 1, 1], x[1, 5, 0, 2] = float("inf"), 1e30
+    grad_y = random_tensor(x.shape, torch.float32, 71)
+    params = (3, 0.7, 0.0, 0.0)
+    y, grad_x = forward_backward(provider, x, grad_y, params)
+    y_ref, grad_ref = reference(x, grad_y, params)
+    torch.testing.assert_close(y.double(), y_ref, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(grad_x.double(), grad_ref, rtol=1e-6, atol=1e-6,
+                               equal_nan=True)
+
+
+@pytest.mark.parametrize("provider", REGRESSION_PROVIDERS)
+def test_subnormal_input_with_infinite_gradient(provider: str) -> None:
+    # The window term of the backward once was (x * coef) * sum: a subnormal x times a
+    # small coef underflows to 0, and 0 * sum is NaN where an infinite grad_y makes the
+    # sum inf. As x * (coef * sum) it is +-inf, as in the float64 reference.
+    tiny = torch.finfo(torch.float32).tiny
+    x = random_tensor((1, 5, 3, 3), torch.float32, 72) * (tiny / 8)
+    grad_y = random_tensor(x.shape, torch.float32, 73)
+    grad_y[0, 2, 1, 1] = float("inf")
+    params = (3, 1e-8, 0.75, 2.0)
+    y, grad_x = forward_backward(provider, x, grad_y, params)
+    y_ref, grad_ref = reference(x, grad_y, params)
+    assert_close_to_reference(y, y_ref)
+    assert grad_ref.isinf().any()  # the case this test is about
+    assert torch.equal(grad_x.isnan(), grad_ref.isnan())
+    torch.testing.assert_close(grad_x.double(), grad_ref, rtol=1e-5, atol=1e-30,
+                               equal_nan=True)

@@ -192,3 +192,21 @@ def sanitizer_runtime(sanitizer: Sanitizer) -> Path | None:
     ).stdout.strip()
     path = Path(out)
     return path if path.is_absolute() and path.exists() else None
+
+
+def preload_libraries(sanitizer: Sanitizer) -> list[Path] | None:
+    """What LD_PRELOAD must list for an instrumented extension in an uninstrumented host
+    (None where the sanitizer's runtime is not found).
+
+    AddressSanitizer intercepts ``__cxa_throw`` and looks up the real one when its
+    runtime starts; Python does not link libstdc++, so there is none yet, and the first
+    C++ exception (any TORCH_CHECK that refuses an argument) dies in the interceptor's
+    CHECK instead of propagating. Preloading libstdc++ after the runtime gives the
+    lookup its target.
+    """
+    runtime = sanitizer_runtime(sanitizer)
+    if runtime is None or sanitizer != "asan":
+        return None if runtime is None else [runtime]
+    cxx = subprocess.run([compiler(), "-print-file-name=libstdc++.so.6"], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    return [runtime, *([Path(cxx)] if Path(cxx).is_absolute() and Path(cxx).exists() else [])]
