@@ -1,7 +1,8 @@
 // Host-side argument handling shared by the CPU and CUDA dropout implementations.
 //
-// The op is dropout(Tensor x, Tensor seed_offset, float p): seed_offset is a
-// CPU int64 tensor holding (seed, offset), p is in (0, 1) (the Python API
+// The op is dropout(Tensor x, Tensor seed_offset, float p): seed_offset is an
+// int64 tensor holding (seed, offset), on the CPU or (for the CUDA kernel, which
+// then reads it on the device) on x's device; p is in (0, 1) (the Python API
 // handles p = 0 and p = 1 without a kernel). The mask convention is written in
 // csrc/kernels/philox.cuh. The backward is the same op applied to grad_y.
 #pragma once
@@ -29,9 +30,9 @@ inline void check_dropout_arguments(const at::Tensor& x, const at::Tensor& seed_
               "p = 1 itself), got p = ", p);
   TORCH_CHECK(seed_offset.scalar_type() == at::kLong,
               "dropout: seed_offset must be an int64 tensor, got ", seed_offset.scalar_type());
-  TORCH_CHECK(seed_offset.device().is_cpu(),
-              "dropout: seed_offset must be a CPU tensor (it is read on the host), got ",
-              seed_offset.device());
+  TORCH_CHECK(seed_offset.device().is_cpu() || seed_offset.device() == x.device(),
+              "dropout: seed_offset must be a CPU tensor or on x's device (", x.device(),
+              "), got ", seed_offset.device());
   TORCH_CHECK(seed_offset.dim() == 1 && seed_offset.numel() == 2,
               "dropout: seed_offset must have shape (2,) holding (seed, offset), got shape ",
               seed_offset.sizes());

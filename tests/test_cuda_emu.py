@@ -422,3 +422,45 @@ def test_raw_shared_keyword_does_not_compile(tmp_path: Path) -> None:
     )
     assert done.returncode != 0, done.stderr
     assert "AK_EMU_ERROR_use_AK_SHARED_ARRAY_or_AK_DYNAMIC_SHARED_not___shared__" in done.stderr
+
+
+ALIGNMENT_PROBE = (
+    '#include "cuda_compat.h"\n'
+    "__global__ void k(int* out) {\n"
+    "  AK_SHARED_ARRAY(char, before, [3]);\n"
+    "  AK_SHARED_ARRAY(__half, tile, [6]);\n"
+    "  static_assert(__alignof__(tile) >= 16, \"AK_SHARED_ARRAY is not 16-byte aligned\");\n"
+    "  before[0] = 1;\n"
+    "  out[0] = before[0] + static_cast<int>(sizeof(tile));\n"
+    "}\n"
+)
+
+
+def _alignment_probe(tmp_path: Path) -> Path:
+    source = tmp_path / "aligned_shared.cu"
+    source.write_text("#include <cuda_fp16.h>\n" + ALIGNMENT_PROBE)
+    return source
+
+
+def test_shared_arrays_are_16_byte_aligned_in_the_emulator(tmp_path: Path) -> None:
+    """Kernels move 4- to 16-byte words through half/bf16 shared arrays, so the macro
+    must align them whatever the element type."""
+    done = subprocess.run(
+        [build.compiler(), *build.compile_flags("none"), "-x", "c++", "-fsyntax-only",
+         str(_alignment_probe(tmp_path))],
+        capture_output=True, text=True, timeout=BUILD_TIMEOUT_S,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_shared_arrays_are_16_byte_aligned_on_the_gpu(tmp_path: Path) -> None:
+    """The same static check compiled by nvcc for sm_80 (the GPU build's macro)."""
+    nvcc = build.find_cuda_include_dir().parent / "bin" / "nvcc"
+    if not nvcc.is_file():
+        pytest.skip(f"no nvcc beside the CUDA headers ({nvcc}): only the emulator's macro checked")
+    done = subprocess.run(
+        [str(nvcc), "-std=c++17", "-arch=sm_80", f"-I{REPO_ROOT / 'csrc' / 'kernels'}",
+         "-c", str(_alignment_probe(tmp_path)), "-o", str(tmp_path / "aligned_shared.o")],
+        capture_output=True, text=True, timeout=BUILD_TIMEOUT_S,
+    )
+    assert done.returncode == 0, done.stderr

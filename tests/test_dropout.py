@@ -140,6 +140,46 @@ def test_cpu_and_emulated_cuda_agree(case: str, dtype: torch.dtype) -> None:
     assert torch.equal(torch.signbit(cpu), torch.signbit(emu))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("case", list(MASK_CASES))
+def test_key_read_by_the_kernel_gives_the_same_mask(case: str, dtype: torch.dtype) -> None:
+    """A seed_offset on the device is read by the CUDA kernel itself (graph capture draws
+    it there); the mask must be the one the host-read key gives."""
+    x = MASK_CASES[case]().to(dtype)
+    so = seed_offset(2**63 + 77, 2**32 + 8)
+    by_value = run_op("emulated_cuda", x, so, 0.35)
+    in_memory = _emulated_ops().dropout_key_in_memory(x, so, 0.35)
+    assert torch.equal(by_value, in_memory)
+    other = _emulated_ops().dropout_key_in_memory(x, seed_offset(2**63 + 78, 2**32 + 8), 0.35)
+    assert not torch.equal(by_value, other)
+
+
+def test_cuda_graph_replays_draw_new_masks() -> None:
+    """Under CUDA graph capture the key is drawn on the device, so every replay has a new
+    mask (a key read on the host at capture would freeze it), and the backward applies
+    each replay's own mask."""
+    require_native_cuda()
+    x = torch.randn(4096, device="cuda", requires_grad=True)
+    ak.dropout(x, 0.5).sum().backward()  # warm-up outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    x.grad = None
+    with torch.cuda.graph(graph):
+        y = ak.dropout(x, 0.5)
+        y.sum().backward()
+    masks = []
+    for _ in range(2):
+        graph.replay()
+        torch.cuda.synchronize()
+        kept = y != 0
+        masks.append(kept.clone())
+        scale = torch.where(kept, 2.0, 0.0)
+        torch.testing.assert_close(y, x.detach() * scale, rtol=0, atol=0)
+        torch.testing.assert_close(x.grad, scale, rtol=0, atol=0)
+    assert not torch.equal(masks[0], masks[1])
+    assert 0.4 < masks[0].float().mean().item() < 0.6
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_kept_values_follow_pytorch(provider: str, dtype: torch.dtype) -> None:

@@ -552,3 +552,25 @@ def test_cpu_capability_is_reported_and_settable() -> None:
         assert _extension.cpu_capability() == "default"
     with pytest.raises(ValueError, match="must be 'default', 'avx2' or 'avx512'"):
         _extension.set_cpu_capability("sse9")
+
+
+# The kernels' grid: at most 65536 blocks of 256 threads along a plane.
+_GRID_STEP = 65536 * 256
+
+
+@pytest.mark.parametrize(
+    ("first", "step", "n"),
+    [
+        (2**31 - 1 - 5 - 2 * _GRID_STEP + 7, _GRID_STEP, 2**31 - 1 - 5),
+        (2**31 - 2 - _GRID_STEP, _GRID_STEP, 2**31 - 1),  # the last step lands on n - 1
+        (2**31 - 1 - _GRID_STEP, _GRID_STEP, 2**31 - 1),  # ... on n itself
+        (3, 256, 1000),
+        (700, 256, 300),
+    ],
+)
+def test_grid_stride_loop_ends_before_int32_overflow(first: int, step: int, n: int) -> None:
+    """The CUDA kernels walk a plane of up to 2**31 - 1 elements with 32-bit indices in
+    steps of the whole grid; near 2**31, ``i += step`` would wrap to a negative index that
+    passes ``i < n``, so the loop's next index must end it instead."""
+    visited = _emulated_ops().grid_stride_indices(first, step, n, 8)
+    assert visited == list(range(first, n, step))

@@ -16,7 +16,7 @@ x's suggested memory format, into which x is copied first. Memory order is that
 layout's.
 
 Seeding: the op ``alexnet_kernels::dropout(Tensor x, Tensor seed_offset, float p)``
-takes ``seed_offset``, an int64 CPU tensor holding ``(seed, offset)`` (the
+takes ``seed_offset``, an int64 tensor holding ``(seed, offset)`` (the
 two's-complement bits of the unsigned values), so that it stays a tensor under
 ``torch.compile``.
 
@@ -33,6 +33,12 @@ two's-complement bits of the unsigned values), so that it stays a tensor under
   under ``torch.compile(fullgraph=True)`` the draw becomes part of the graph
   (compiled code may draw it from its own random stream, so a compiled run's mask
   can differ from an eager run's, as with PyTorch's dropout).
+* On CUDA while a CUDA graph is captured (``torch.cuda.graph``,
+  ``torch.compile(mode="reduce-overhead")``) or while ``torch.compile`` traces, the
+  seed is drawn the same way but on the device (PyTorch's graph-safe Philox state,
+  so every replay draws a new one), ``seed_offset`` stays on the device, and the
+  CUDA and Triton kernels read it there: a key read on the host at capture time
+  would be replayed unchanged and freeze the mask.
 
 Nothing activation-sized is saved for the backward: it applies the same op to
 ``grad_y`` with the saved ``seed_offset``, giving ``grad_y * mask / (1 - p)``.
@@ -81,15 +87,25 @@ def _to_int64(value: int) -> int:
     return value - 2**64 if value > _INT64_MAX else value
 
 
+def _drawn_on_the_device(x: torch.Tensor) -> bool:
+    """Whether a CUDA call's key must be drawn by a device op: while a CUDA graph is
+    captured (a key read on the host would be replayed unchanged, freezing the mask) and
+    while torch.compile traces (the generator's offset is host state outside the graph)."""
+    if torch.compiler.is_compiling():
+        return True
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
 def _seed_offset(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """(seed, offset) for one call, as an int64 CPU tensor; advances the generator."""
+    """(seed, offset) for one call as an int64 tensor, advancing the generator: on the
+    CPU, or on x's CUDA device where ``_drawn_on_the_device``."""
     if generator is not None and generator.device.type != x.device.type:
         raise ValueError(
             f"dropout: generator is for {generator.device.type} but x is on {x.device}"
         )
-    if x.device.type == "cpu":
+    if x.device.type == "cpu" or _drawn_on_the_device(x):
         seed = torch.randint(_INT64_MIN, _INT64_MAX, (1,), dtype=torch.int64,
-                             generator=generator)
+                             generator=generator, device=x.device)
         return torch.cat([seed, seed.new_zeros(1)])
     if generator is None:
         index = x.device.index if x.device.index is not None else torch.cuda.current_device()

@@ -14,7 +14,8 @@ namespace {
 at::Tensor dropout_cuda(const at::Tensor& x, const at::Tensor& seed_offset, double p) {
   TORCH_CHECK(x.is_cuda(), "dropout (CUDA): x must be a CUDA tensor, got ", x.device());
   const c10::cuda::CUDAGuard guard(x.device());
-  return run_dropout(x, seed_offset, p, c10::cuda::getCurrentCUDAStream(),
+  return run_dropout(x, seed_offset, p, /*key_in_device_memory=*/seed_offset.is_cuda(),
+                     c10::cuda::getCurrentCUDAStream(),
                      [] { C10_CUDA_KERNEL_LAUNCH_CHECK(); });
 }
 

@@ -58,6 +58,13 @@ AK_HOST_DEVICE inline T ceil_div(T a, T b) {
   return (a + b - 1) / b;
 }
 
+// The index after i in a grid-stride loop over [0, n) of 32-bit indices: n once
+// the step would reach or pass n, so that i + step never overflows int when n
+// is close to 2^31 (i += step would wrap to a negative index that passes i < n).
+AK_HOST_DEVICE inline int grid_stride_next(int i, int step, int n) {
+  return i < n - step ? i + step : n;
+}
+
 AK_DEVICE_INLINE float power(float base, float exponent) { return powf(base, exponent); }
 AK_DEVICE_INLINE double power(double base, double exponent) { return pow(base, exponent); }
 

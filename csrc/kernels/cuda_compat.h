@@ -19,7 +19,9 @@
 #define AK_DEVICE_INLINE __device__ __forceinline__
 
 // Statically sized shared array: AK_SHARED_ARRAY(float, tile, [32][33]);
-#define AK_SHARED_ARRAY(type, name, dims) __shared__ type name dims
+// 16-byte aligned whatever the element type, so that 4-, 8- and 16-byte
+// accesses to a half/bf16 (or char) array are aligned.
+#define AK_SHARED_ARRAY(type, name, dims) __shared__ __align__(16) type name dims
 
 // Dynamically sized shared memory (the smem argument of the launch), viewed as
 // an array of `type`. 16-byte aligned so vector types may be stored in it.

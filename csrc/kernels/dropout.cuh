@@ -26,6 +26,10 @@ struct DropoutArgs {
   int64_t groups;  // Philox counters: ceil(numel / 4)
   uint64_t seed;
   uint64_t offset;
+  // When not null, (seed, offset) are read from this device memory instead: a
+  // key drawn on the device (under CUDA graph capture, a new one at every
+  // replay) that the host cannot read without synchronizing.
+  const int64_t* key;
   uint32_t threshold;
   Acc scale;
 };
@@ -46,9 +50,11 @@ template <typename T, bool kVectorised>
 __global__ void __launch_bounds__(kDropoutThreads)
     dropout_kernel(const T* __restrict__ x, T* __restrict__ y, DropoutArgs<acc_t<T>> a) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const uint64_t seed = a.key != nullptr ? static_cast<uint64_t>(a.key[0]) : a.seed;
+  const uint64_t offset = a.key != nullptr ? static_cast<uint64_t>(a.key[1]) : a.offset;
   for (int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; g < a.groups;
        g += stride) {
-    const philox::Words w = philox::dropout_words(a.seed, a.offset, static_cast<uint64_t>(g));
+    const philox::Words w = philox::dropout_words(seed, offset, static_cast<uint64_t>(g));
     const int64_t first = 4 * g;
     if (kVectorised && first + 4 <= a.numel) {
       const Pack4<T> in = *reinterpret_cast<const Pack4<T>*>(x + first);
@@ -67,11 +73,13 @@ __global__ void __launch_bounds__(kDropoutThreads)
 }
 
 // Launch helper shared by the CUDA launcher and the CPU emulation tests; the
-// caller skips empty tensors (a zero-sized grid is invalid).
+// caller skips empty tensors (a zero-sized grid is invalid). `key` is null when
+// (seed, offset) are passed by value, else the device memory holding them.
 template <typename T>
 void launch_dropout(const T* x, T* y, int64_t numel, uint64_t seed, uint64_t offset,
-                    uint32_t threshold, acc_t<T> scale, cudaStream_t stream) {
-  DropoutArgs<acc_t<T>> args{numel, ceil_div<int64_t>(numel, 4), seed, offset, threshold, scale};
+                    const int64_t* key, uint32_t threshold, acc_t<T> scale, cudaStream_t stream) {
+  DropoutArgs<acc_t<T>> args{numel, ceil_div<int64_t>(numel, 4), seed, offset, key, threshold,
+                             scale};
   const int64_t blocks = ak_min(ceil_div<int64_t>(args.groups, kDropoutThreads), kDropoutMaxBlocks);
   const bool aligned = reinterpret_cast<uintptr_t>(x) % alignof(Pack4<T>) == 0 &&
                        reinterpret_cast<uintptr_t>(y) % alignof(Pack4<T>) == 0;

@@ -68,8 +68,9 @@ __global__ void __launch_bounds__(kMaxPoolThreads)
   using Acc = acc_t<T>;
   for (int64_t plane = blockIdx.y; plane < planes.planes; plane += gridDim.y) {
     const T* x_plane = x + plane * planes.in_plane;
+    const int step = static_cast<int>(gridDim.x * blockDim.x);
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < planes.out_plane;
-         i += gridDim.x * blockDim.x) {
+         i = grid_stride_next(i, step, planes.out_plane)) {
       // Element i of the output plane: pixel * channels + c (channels = 1 for NCHW).
       const int c = i % planes.channels;
       const int pixel = i / planes.channels;
@@ -109,8 +110,9 @@ __global__ void __launch_bounds__(kMaxPoolThreads)
   for (int64_t plane = blockIdx.y; plane < planes.planes; plane += gridDim.y) {
     const T* g_plane = grad_y + plane * planes.out_plane;
     const A* a_plane = argmax + plane * planes.out_plane;
+    const int step = static_cast<int>(gridDim.x * blockDim.x);
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < planes.in_plane;
-         i += gridDim.x * blockDim.x) {
+         i = grid_stride_next(i, step, planes.in_plane)) {
       const int c = i % planes.channels;
       const int pixel = i / planes.channels;
       const int ih = pixel / planes.in_w;

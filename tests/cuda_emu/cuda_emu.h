@@ -66,9 +66,9 @@
 
 // One function-local static per kernel instantiation, shared by the threads of
 // the running block (blocks run one at a time) and poisoned by the first
-// thread of each block to reach the declaration.
+// thread of each block to reach the declaration; 16-byte aligned as on the GPU.
 #define AK_SHARED_ARRAY(type, name, dims) \
-  static type name dims;                  \
+  alignas(16) static type name dims;      \
   ::ak_emu::register_static_shared(&name, sizeof(name))
 
 // The launch's dynamic shared memory: exactly `smem` bytes, 16-byte aligned,

@@ -11,7 +11,11 @@
 //                                sanitizer jobs catch bugs in this path;
 //   philox4x32_10(counter, key)  the four output words of the kernels' Philox
 //                                header (csrc/kernels/philox.cuh), for its
-//                                known-answer tests.
+//                                known-answer tests;
+//   dropout_key_in_memory(...)   dropout with (seed, offset) read by the kernel,
+//                                as for a seed_offset on a CUDA device;
+//   grid_stride_indices(...)     the indices the kernels' 32-bit grid-stride
+//                                loops visit, checked near 2^31.
 #include <torch/library.h>
 
 #include <array>
@@ -65,7 +69,32 @@ at::Tensor max_pool2d_backward_emulated(const at::Tensor& grad_y, const at::Tens
 }
 
 at::Tensor dropout_emulated(const at::Tensor& x, const at::Tensor& seed_offset, double p) {
-  return run_dropout(x, seed_offset, p, /*stream=*/nullptr, kNoLaunchCheck);
+  return run_dropout(x, seed_offset, p, /*key_in_device_memory=*/false, /*stream=*/nullptr,
+                     kNoLaunchCheck);
+}
+
+// The kernel reading (seed, offset) from memory, as the CUDA launcher has it
+// do for a seed_offset on the device.
+at::Tensor dropout_key_in_memory_emulated(const at::Tensor& x, const at::Tensor& seed_offset,
+                                          double p) {
+  return run_dropout(x, seed_offset, p, /*key_in_device_memory=*/true, /*stream=*/nullptr,
+                     kNoLaunchCheck);
+}
+
+// The indices a grid-stride loop of the kernels visits from `first` (at most
+// `limit` of them), to check the loop near 2^31 without a tensor that large.
+std::vector<int64_t> grid_stride_indices(int64_t first, int64_t step, int64_t n, int64_t limit) {
+  TORCH_CHECK(0 <= first && 0 < step && step <= INT32_MAX && 0 <= n && n <= INT32_MAX,
+              "grid_stride_indices: needs 0 <= first, 0 < step and n <= 2^31 - 1, got first ",
+              first, ", step ", step, ", n ", n);
+  std::vector<int64_t> visited;
+  const int step32 = static_cast<int>(step);
+  const int n32 = static_cast<int>(n);
+  for (int i = static_cast<int>(first); i < n32 && static_cast<int64_t>(visited.size()) < limit;
+       i = kernels::grid_stride_next(i, step32, n32)) {
+    visited.push_back(i);
+  }
+  return visited;
 }
 
 at::Tensor conv2d_relu_emulated(const at::Tensor& x, const at::Tensor& weight,
@@ -136,6 +165,9 @@ TORCH_LIBRARY(alexnet_kernels_emu, m) {
   m.def("philox4x32_10(int[] counter, int[] key) -> int[]", &philox4x32_10);
   m.def("launched_kernels() -> str[]", &launched_kernels);
   m.def("selftest_broken_lrn(Tensor x, str bug) -> Tensor");
+  m.def("dropout_key_in_memory(Tensor x, Tensor seed_offset, float p) -> Tensor");
+  m.def("grid_stride_indices(int first, int step, int n, int limit) -> int[]",
+        &grid_stride_indices);
 }
 
 TORCH_LIBRARY_IMPL(alexnet_kernels_emu, CPU, m) {
@@ -147,6 +179,7 @@ TORCH_LIBRARY_IMPL(alexnet_kernels_emu, CPU, m) {
   m.impl("conv2d_relu", &conv2d_relu_emulated);
   m.impl("conv2d_relu_backward", &conv2d_relu_backward_emulated);
   m.impl("selftest_broken_lrn", &selftest_broken_lrn);
+  m.impl("dropout_key_in_memory", &dropout_key_in_memory_emulated);
 }
 
 }  // namespace alexnet_kernels
