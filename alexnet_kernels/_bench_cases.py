@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from alexnet_kernels import models, ops, reference
-from alexnet_kernels.ops.max_pool import pool_output_size
+from alexnet_kernels.ops._args import pool_output_size
 
 LRN_PARAMS = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}  # the paper's
 POOL_PARAMS = {"kernel_size": 3, "stride": 2}  # overlapping 3x3/2 pooling

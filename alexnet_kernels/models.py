@@ -25,16 +25,12 @@ import torch
 from torch import nn
 
 from alexnet_kernels.nn import Conv2dReLU, Dropout, LocalResponseNorm, MaxPool2d
-from alexnet_kernels.ops.max_pool import pool_output_size
+from alexnet_kernels.ops._args import int_pair, pool_output_size
 
 Size = tuple[int, int]
 
 # Scanned when looking for the smallest (or the valid range of) input sizes.
 _LARGEST_SEARCHED_INPUT = 4096
-
-
-def _pair(value: int | tuple[int, ...]) -> Size:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[-1]))
 
 
 def _layer_output_size(module: nn.Module, size: Size) -> Size:
@@ -45,15 +41,19 @@ def _layer_output_size(module: nn.Module, size: Size) -> Size:
         return tuple(pool_output_size(n, k, s, p, d, False) for n, k, s, p, d in zip(
             size, module.kernel_size, module.stride, module.padding, module.dilation, strict=True))
     if isinstance(module, nn.MaxPool2d):
-        kernel, stride = _pair(module.kernel_size), _pair(module.stride or module.kernel_size)
-        padding, dilation = _pair(module.padding), _pair(module.dilation)
+        kernel = int_pair("MaxPool2d", "kernel_size", module.kernel_size)
+        stride = int_pair("MaxPool2d", "stride", module.stride or module.kernel_size)
+        padding = int_pair("MaxPool2d", "padding", module.padding)
+        dilation = int_pair("MaxPool2d", "dilation", module.dilation)
         return tuple(pool_output_size(n, k, s, p, d, module.ceil_mode) for n, k, s, p, d in zip(
             size, kernel, stride, padding, dilation, strict=True))
     if isinstance(module, nn.ZeroPad2d):
         left, right, top, bottom = module.padding
         return (size[0] + top + bottom, size[1] + left + right)
     if isinstance(module, nn.AdaptiveAvgPool2d):
-        out = _pair(module.output_size)
+        # An output_size entry may be None: that dimension keeps its size.
+        out = module.output_size
+        out = (out, out) if isinstance(out, int) else (out[0], out[-1])
         return tuple(n if o is None else o for n, o in zip(size, out, strict=True))
     return size
 

@@ -14,11 +14,7 @@
 #include "schemas.h"
 
 TORCH_LIBRARY(alexnet_kernels, m) {
-  namespace schemas = alexnet_kernels::schemas;
-  for (const char* schema :
-       {schemas::kLrn, schemas::kLrnBackward, schemas::kMaxPool2d, schemas::kMaxPool2dValues,
-        schemas::kMaxPool2dBackward, schemas::kDropout, schemas::kConv2dRelu,
-        schemas::kConv2dReluBackward}) {
+  for (const char* schema : alexnet_kernels::schemas::kAll) {
     m.def(schema);
   }
 }

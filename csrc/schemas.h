@@ -3,6 +3,8 @@
 // the same CUDA kernels run on the CPU (so the two can never drift apart).
 #pragma once
 
+#include <array>
+
 namespace alexnet_kernels::schemas {
 
 // Cross-channel local response normalisation, with the semantics of
@@ -31,8 +33,8 @@ inline constexpr const char* kMaxPool2dBackward =
     "-> Tensor";
 
 // Dropout with 0 < p < 1: y = x * mask / (1 - p), the mask drawn from
-// Philox4x32-10 keyed by seed_offset = (seed, offset), an int64 CPU tensor
-// (convention in csrc/kernels/philox.cuh). The mask is never stored: the
+// Philox4x32-10 keyed by seed_offset = (seed, offset), an int64 tensor on the
+// CPU or on x's device (convention in csrc/kernels/philox.cuh). The mask is never stored: the
 // backward is this op applied to grad_y with the same seed_offset.
 inline constexpr const char* kDropout = "dropout(Tensor x, Tensor seed_offset, float p) -> Tensor";
 
@@ -48,5 +50,13 @@ inline constexpr const char* kConv2dReluBackward =
     "conv2d_relu_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor y, int[2] stride, "
     "int[2] padding, int[2] dilation, int groups, bool[3] output_mask) "
     "-> (Tensor, Tensor, Tensor)";
+
+// Every operator, the list both registrations loop over.
+inline constexpr std::array kAll = {kLrn,      kLrnBackward, kMaxPool2d,  kMaxPool2dValues,
+                                    kMaxPool2dBackward, kDropout,     kConv2dRelu,
+                                    kConv2dReluBackward};
+// The operators without a CUDA kernel (max_pool2d_values is CPU-only: on CUDA
+// the Python front end calls max_pool2d), which the emulated library leaves out.
+inline constexpr std::array kWithoutCudaKernel = {kMaxPool2dValues};
 
 }  // namespace alexnet_kernels::schemas

@@ -15,30 +15,19 @@ GEMMs with ``tl.dot``) and the PyTorch reference (``torch``).
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from alexnet_kernels import _extension, backends, reference
+from alexnet_kernels.ops import _autograd
+from alexnet_kernels.ops._args import IntPair, int_pair
 
 _OP = "alexnet_kernels::conv2d_relu"
 _BACKWARD_OP = "alexnet_kernels::conv2d_relu_backward"
 _IMPLEMENTED = ("native", "triton", "torch")
 # Devices with a compiled kernel for this op.
 _NATIVE_DEVICES = ("cpu", "cuda")
-
-IntPair = int | Sequence[int]
-
-
-def _pair(name: str, value: IntPair) -> tuple[int, int]:
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return (int(value), int(value))
-    if isinstance(value, Sequence) and len(value) in (1, 2) and all(
-            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
-        return (int(value[0]), int(value[-1]))
-    raise TypeError(f"conv2d_relu: {name} must be an int or a pair of ints, got {value!r}")
-
 
 def _check_tensors(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
     for name, t in (("x", x), ("weight", weight)):
@@ -85,7 +74,7 @@ def _resolve_padding(x: torch.Tensor, weight: torch.Tensor, padding, stride: tup
                      dilation: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
     """(x, symmetric padding): 'same' pads x's far side by the odd remainder, as PyTorch does."""
     if not isinstance(padding, str):
-        pair = _pair("padding", padding)
+        pair = int_pair("conv2d_relu", "padding", padding)
         if min(pair) < 0:
             raise ValueError(f"conv2d_relu: padding must be non-negative, got {pair}")
         return x, pair
@@ -139,7 +128,8 @@ def conv2d_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     """
     x, weight, bias = _autocast(x, weight, bias)
     _check_tensors(x, weight, bias)
-    stride_pair, dilation_pair = _pair("stride", stride), _pair("dilation", dilation)
+    stride_pair = int_pair("conv2d_relu", "stride", stride)
+    dilation_pair = int_pair("conv2d_relu", "dilation", dilation)
     if min(stride_pair) < 1 or min(dilation_pair) < 1:
         raise ValueError(f"conv2d_relu: stride and dilation must be positive, got "
                          f"stride={stride_pair}, dilation={dilation_pair}")
@@ -180,32 +170,8 @@ def _conv2d_relu_backward_fake(grad_y, x, weight, y, stride, padding, dilation, 
     return tuple(g if g is not None else x.new_empty(0) for g in grads)
 
 
-def setup_context(ctx, inputs, output) -> None:
-    """Autograd context of a conv2d_relu op (x, weight, bias, stride, padding, dilation, groups)."""
-    x, weight, bias, stride, padding, dilation, groups = inputs
-    ctx.save_for_backward(x, weight, output)
-    ctx.arguments = (stride, padding, dilation, groups)
-    ctx.has_bias = bias is not None
-
-
-def backward_through(backward_op: Callable) -> Callable:
-    """The autograd backward of a conv2d_relu op whose backward op takes (grad_y, x, weight,
-    y, stride, padding, dilation, groups, output_mask); only requested gradients are computed."""
-
-    def backward(ctx, grad_y: torch.Tensor):
-        x, weight, y = ctx.saved_tensors
-        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1],
-                ctx.has_bias and ctx.needs_input_grad[2]]
-        grad_x, grad_w, grad_b = backward_op(grad_y, x, weight, y, *ctx.arguments, mask)
-        return (grad_x if mask[0] else None, grad_w if mask[1] else None,
-                grad_b if mask[2] else None, None, None, None, None)
-
-    return backward
-
-
 if _extension.is_loaded():
     torch.library.register_fake(_OP)(_conv2d_relu_fake)
     torch.library.register_fake(_BACKWARD_OP)(_conv2d_relu_backward_fake)
-    torch.library.register_autograd(
-        _OP, backward_through(torch.ops.alexnet_kernels.conv2d_relu_backward),
-        setup_context=setup_context)
+    _autograd.register(
+        _OP, _autograd.conv2d_relu_rules(torch.ops.alexnet_kernels.conv2d_relu_backward))

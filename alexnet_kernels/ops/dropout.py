@@ -51,6 +51,7 @@ import numbers
 import torch
 
 from alexnet_kernels import _extension, backends, reference
+from alexnet_kernels.ops import _autograd
 
 _OP = "alexnet_kernels::dropout"
 _IMPLEMENTED = ("native", "triton", "torch")
@@ -155,34 +156,30 @@ def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True, inplace: boo
     return x.copy_(y) if inplace else y
 
 
+def _check_op_arguments(x: torch.Tensor, seed_offset: torch.Tensor, p: float) -> None:
+    """The raw op's own checks (csrc/dropout.h), with its messages, for the fake kernel."""
+    if not x.is_floating_point():
+        raise RuntimeError(
+            f"dropout: x must be float64, float32, float16 or bfloat16, got {x.dtype}")
+    if not 0.0 < p < 1.0:
+        raise RuntimeError("dropout: the kernel needs 0 < p < 1 (alexnet_kernels.dropout "
+                           f"handles p = 0 and p = 1 itself), got p = {p}")
+    if seed_offset.dtype != torch.int64:
+        raise RuntimeError(f"dropout: seed_offset must be an int64 tensor, got {seed_offset.dtype}")
+    if seed_offset.device.type != "cpu" and seed_offset.device != x.device:
+        raise RuntimeError(f"dropout: seed_offset must be a CPU tensor or on x's device "
+                           f"({x.device}), got {seed_offset.device}")
+    if seed_offset.shape != (2,):
+        raise RuntimeError("dropout: seed_offset must have shape (2,) holding (seed, offset), "
+                           f"got shape {list(seed_offset.shape)}")
+
+
 def _dropout_fake(x: torch.Tensor, seed_offset: torch.Tensor, p: float) -> torch.Tensor:
+    _check_op_arguments(x, seed_offset, p)
     return torch.empty_like(x)
-
-
-def setup_context(ctx, inputs, output) -> None:
-    """Autograd context of a dropout op (x, seed_offset, p) -> y: only seed_offset is kept."""
-    _, seed_offset, p = inputs
-    ctx.save_for_backward(seed_offset)
-    ctx.p = p
-    ctx.y_strides = output.stride()
-
-
-def backward_with(op):
-    """The backward of dropout op ``op``: the same op applied to grad_y, same seed_offset."""
-
-    def backward(ctx, grad_y: torch.Tensor):
-        (seed_offset,) = ctx.saved_tensors
-        # The mask follows memory order, so grad_y must be laid out like y was.
-        if grad_y.stride() != ctx.y_strides:
-            grad_y = torch.empty_strided(grad_y.shape, ctx.y_strides, dtype=grad_y.dtype,
-                                         device=grad_y.device).copy_(grad_y)
-        return op(grad_y, seed_offset, ctx.p), None, None
-
-    return backward
 
 
 if _extension.is_loaded():
     torch.library.register_fake(_OP)(_dropout_fake)
-    torch.library.register_autograd(
-        _OP, backward_with(torch.ops.alexnet_kernels.dropout), setup_context=setup_context)
+    _autograd.register(_OP, _autograd.dropout_rules(torch.ops.alexnet_kernels.dropout))
 

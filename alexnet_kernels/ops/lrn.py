@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
 
 import torch
 
 from alexnet_kernels import _extension, backends, reference
+from alexnet_kernels.ops import _autograd
 from alexnet_kernels.ops.layout import output_memory_format
 
 _OP = "alexnet_kernels::lrn"
@@ -78,33 +78,48 @@ def _empty_output(x: torch.Tensor) -> torch.Tensor:
                        memory_format=output_memory_format(x))
 
 
+_INT32_MAX = 2**31 - 1
+
+
+def _check_op_arguments(x: torch.Tensor, size: int, alpha: float, beta: float,
+                        k: float) -> None:
+    """The raw op's own checks (csrc/lrn.h), with its messages, for the fake kernels: so
+    that a traced call fails where the real kernel would, not later on a real tensor."""
+    if x.dim() < 3:
+        raise RuntimeError(f"lrn: x must have at least 3 dimensions (N, C, *), got {x.dim()} "
+                           f"dimensions with shape {list(x.shape)}")
+    if not x.is_floating_point():
+        raise RuntimeError(f"lrn: x must be float64, float32, float16 or bfloat16, got {x.dtype}")
+    if size < 1:
+        raise RuntimeError(f"lrn: size must be >= 1, got {size}")
+    if size > _INT32_MAX:
+        raise RuntimeError(f"lrn: size must fit in 32 bits, got {size}")
+    for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
+        if not math.isfinite(value):
+            raise RuntimeError(f"lrn: {name} must be finite, got {value}")
+
+
 def _lrn_fake(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    _check_op_arguments(x, size, alpha, beta, k)
     return _empty_output(x)
 
 
 def _lrn_backward_fake(grad_y: torch.Tensor, x: torch.Tensor, y: torch.Tensor, size: int,
                        alpha: float, beta: float, k: float) -> torch.Tensor:
+    _check_op_arguments(x, size, alpha, beta, k)
+    if grad_y.shape != x.shape or y.shape != x.shape:
+        raise RuntimeError("lrn_backward: grad_y, x and y must have the same shape, got "
+                           f"{list(grad_y.shape)}, {list(x.shape)} and {list(y.shape)}")
+    if grad_y.dtype != x.dtype or y.dtype != x.dtype:
+        raise RuntimeError("lrn_backward: grad_y, x and y must have the same dtype, got "
+                           f"{grad_y.dtype}, {x.dtype} and {y.dtype}")
+    if grad_y.device != x.device or y.device != x.device:
+        raise RuntimeError("lrn_backward: grad_y, x and y must be on the same device, got "
+                           f"{grad_y.device}, {x.device} and {y.device}")
     return _empty_output(x)
-
-
-def autograd_rules(backward_op: Callable) -> tuple[Callable, Callable]:
-    """(backward, setup_context) for ``register_autograd`` of an LRN forward op
-    (x, size, alpha, beta, k) whose backward op takes (grad_y, x, y, size, alpha, beta, k)."""
-
-    def setup_context(ctx, inputs, output) -> None:
-        x, size, alpha, beta, k = inputs
-        ctx.save_for_backward(x, output)
-        ctx.hyper = (size, alpha, beta, k)
-
-    def backward(ctx, grad_y: torch.Tensor):
-        x, y = ctx.saved_tensors
-        return backward_op(grad_y, x, y, *ctx.hyper), None, None, None, None
-
-    return backward, setup_context
 
 
 if _extension.is_loaded():
     torch.library.register_fake(_OP)(_lrn_fake)
     torch.library.register_fake("alexnet_kernels::lrn_backward")(_lrn_backward_fake)
-    _backward, _setup_context = autograd_rules(torch.ops.alexnet_kernels.lrn_backward)
-    torch.library.register_autograd(_OP, _backward, setup_context=_setup_context)
+    _autograd.register(_OP, _autograd.lrn_rules(torch.ops.alexnet_kernels.lrn_backward))

@@ -35,7 +35,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from alexnet_kernels.ops.conv2d_relu import backward_through, setup_context
+from alexnet_kernels.ops import _autograd
 from alexnet_kernels.ops.layout import output_memory_format
 from alexnet_kernels.triton import AotKernel, autotune_configs, interpreting
 
@@ -497,8 +497,7 @@ def conv2d_relu_backward(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.Te
     return grad_x, grad_w, grad_b
 
 
-conv2d_relu.register_autograd(backward_through(conv2d_relu_backward),
-                              setup_context=setup_context)
+_autograd.register(conv2d_relu, _autograd.conv2d_relu_rules(conv2d_relu_backward))
 
 
 # ---- ahead-of-time records ------------------------------------------------------

@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from alexnet_kernels.ops.dropout import backward_with, setup_context
+from alexnet_kernels.ops import _autograd
 from alexnet_kernels.triton import AotKernel, autotune_configs
 
 _CONFIGS = [
@@ -86,7 +86,7 @@ def dropout(x: torch.Tensor, seed_offset: torch.Tensor, p: float) -> torch.Tenso
     return y
 
 
-dropout.register_autograd(backward_with(dropout), setup_context=setup_context)
+_autograd.register(dropout, _autograd.dropout_rules(dropout))
 
 
 def _aot_kernels() -> list[AotKernel]:

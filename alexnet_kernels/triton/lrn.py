@@ -25,8 +25,8 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from alexnet_kernels.ops import _autograd
 from alexnet_kernels.ops.layout import output_memory_format
-from alexnet_kernels.ops.lrn import autograd_rules
 from alexnet_kernels.triton import AotKernel, autotune_configs
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -211,8 +211,7 @@ def lrn_backward(grad_y: torch.Tensor, x: torch.Tensor, y: torch.Tensor, size: i
                                                 grad_coef=2.0 * alpha * beta / size)
 
 
-_backward, _setup_context = autograd_rules(lrn_backward)
-lrn.register_autograd(_backward, setup_context=_setup_context)
+_autograd.register(lrn, _autograd.lrn_rules(lrn_backward))
 
 
 def _aot_kernels() -> list[AotKernel]:

@@ -25,7 +25,8 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from alexnet_kernels.ops import max_pool as ops_max_pool
+from alexnet_kernels.ops import _autograd
+from alexnet_kernels.ops._args import PoolGeometry
 from alexnet_kernels.ops.layout import output_memory_format
 from alexnet_kernels.triton import AotKernel, autotune_configs
 
@@ -196,7 +197,7 @@ def _covering_count(kernel: int, stride: int, dilation: int) -> int:
     return triton.cdiv((kernel - 1) * dilation + 1, stride)
 
 
-def _launch(kernel, tensors: tuple, geometry: ops_max_pool.PoolGeometry, numel: int,
+def _launch(kernel, tensors: tuple, geometry: PoolGeometry, numel: int,
             channels_last: bool, **constexprs) -> None:
     n, c, in_h, in_w = geometry.input_shape
     _, _, out_h, out_w = geometry.output_shape
@@ -215,7 +216,7 @@ def _launch(kernel, tensors: tuple, geometry: ops_max_pool.PoolGeometry, numel: 
 def max_pool2d(x: torch.Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
                dilation: list[int], ceil_mode: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(y, argmax) of a 4-D x, as ``alexnet_kernels::max_pool2d`` returns them."""
-    geometry = ops_max_pool.PoolGeometry(x.shape, kernel_size, stride, padding, dilation,
+    geometry = PoolGeometry(x.shape, kernel_size, stride, padding, dilation,
                                          ceil_mode)
     layout = output_memory_format(x)
     y = torch.empty(geometry.output_shape, dtype=x.dtype, device=x.device, memory_format=layout)
@@ -232,7 +233,7 @@ def max_pool2d_backward(grad_y: torch.Tensor, argmax: torch.Tensor, input_size: 
                         kernel_size: list[int], stride: list[int], padding: list[int],
                         dilation: list[int], ceil_mode: bool) -> torch.Tensor:
     """grad_x of the forward that produced ``argmax``, in argmax's layout."""
-    geometry = ops_max_pool.PoolGeometry(input_size, kernel_size, stride, padding, dilation,
+    geometry = PoolGeometry(input_size, kernel_size, stride, padding, dilation,
                                          ceil_mode)
     if tuple(grad_y.shape) != geometry.output_shape or argmax.shape != grad_y.shape:
         raise ValueError(
@@ -255,8 +256,7 @@ def max_pool2d_backward(grad_y: torch.Tensor, argmax: torch.Tensor, input_size: 
     return grad_x
 
 
-max_pool2d.register_autograd(ops_max_pool.backward_through(max_pool2d_backward),
-                             setup_context=ops_max_pool.setup_context)
+_autograd.register(max_pool2d, _autograd.max_pool2d_rules(max_pool2d_backward))
 
 
 # ---- ahead-of-time records ------------------------------------------------------

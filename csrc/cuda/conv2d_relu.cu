@@ -7,14 +7,11 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "cuda/checks.h"
 #include "cuda/conv2d_relu_launch.h"
 
 namespace alexnet_kernels {
 namespace {
-
-void check_on_cuda(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK(t.is_cuda(), op, " (CUDA): ", name, " must be a CUDA tensor, got ", t.device());
-}
 
 struct ComputeCapability {
   int major;

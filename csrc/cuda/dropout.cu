@@ -6,13 +6,14 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "cuda/checks.h"
 #include "cuda/dropout_launch.h"
 
 namespace alexnet_kernels {
 namespace {
 
 at::Tensor dropout_cuda(const at::Tensor& x, const at::Tensor& seed_offset, double p) {
-  TORCH_CHECK(x.is_cuda(), "dropout (CUDA): x must be a CUDA tensor, got ", x.device());
+  check_on_cuda("dropout", "x", x);
   const c10::cuda::CUDAGuard guard(x.device());
   return run_dropout(x, seed_offset, p, /*key_in_device_memory=*/seed_offset.is_cuda(),
                      c10::cuda::getCurrentCUDAStream(),

@@ -6,14 +6,11 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "cuda/checks.h"
 #include "cuda/lrn_launch.h"
 
 namespace alexnet_kernels {
 namespace {
-
-void check_on_cuda(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK(t.is_cuda(), op, " (CUDA): ", name, " must be a CUDA tensor, got ", t.device());
-}
 
 at::Tensor lrn_forward_cuda(const at::Tensor& x, int64_t size, double alpha, double beta,
                             double k) {

@@ -6,14 +6,11 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "cuda/checks.h"
 #include "cuda/max_pool_launch.h"
 
 namespace alexnet_kernels {
 namespace {
-
-void check_on_cuda(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK(t.is_cuda(), op, " (CUDA): ", name, " must be a CUDA tensor, got ", t.device());
-}
 
 std::tuple<at::Tensor, at::Tensor> max_pool2d_cuda(const at::Tensor& x,
                                                    at::IntArrayRef kernel_size,

@@ -78,7 +78,6 @@ struct ConvShape : Window2d {
   // Forward GEMM depth = weight elements per output channel.
   AK_HOST_DEVICE int filter_size() const { return in_group() * taps(); }
   AK_HOST_DEVICE int64_t out_pixels() const { return static_cast<int64_t>(out_h) * out_w; }
-  AK_HOST_DEVICE int64_t in_pixels() const { return static_cast<int64_t>(in_h) * in_w; }
 };
 
 // Offsets of (image, channel, row, column) in an activation tensor of either layout.

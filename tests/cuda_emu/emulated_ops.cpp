@@ -18,6 +18,7 @@
 //                                loops visit, checked near 2^31.
 #include <torch/library.h>
 
+#include <algorithm>
 #include <array>
 #include <string>
 #include <tuple>
@@ -155,12 +156,13 @@ at::Tensor selftest_broken_lrn(const at::Tensor& x_in, c10::string_view bug) {
 }  // namespace
 
 TORCH_LIBRARY(alexnet_kernels_emu, m) {
-  // The library's own schemas (max_pool2d_values has no emulated kernel).
+  // The library's own schemas, but for those with no CUDA kernel to emulate.
   namespace schemas = alexnet_kernels::schemas;
-  for (const char* schema :
-       {schemas::kLrn, schemas::kLrnBackward, schemas::kMaxPool2d, schemas::kMaxPool2dBackward,
-        schemas::kDropout, schemas::kConv2dRelu, schemas::kConv2dReluBackward}) {
-    m.def(schema);
+  for (const char* schema : schemas::kAll) {
+    if (std::find(schemas::kWithoutCudaKernel.begin(), schemas::kWithoutCudaKernel.end(),
+                  schema) == schemas::kWithoutCudaKernel.end()) {
+      m.def(schema);
+    }
   }
   m.def("philox4x32_10(int[] counter, int[] key) -> int[]", &philox4x32_10);
   m.def("launched_kernels() -> str[]", &launched_kernels);
