@@ -1,7 +1,7 @@
 """Shared settings and timing of the benchmark suite (`pytest benchmarks/ --benchmark-only`).
 
-The cases, providers and inputs are the main job's (``alexnet_kernels._bench_cases``
-and ``alexnet_kernels.bench``): the baselines are built from the same reference
+The cases, providers and inputs are the main job's (``alexnet_kernels.bench.cases``
+and ``alexnet_kernels.bench.job``): the baselines are built from the same reference
 code as the tests, and every provider of a case gets the same input and weights.
 
 Environment:
@@ -30,10 +30,11 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from alexnet_kernels import autotune, bench, env_report
-from alexnet_kernels._bench_cases import CASES, Case, make_input
-from alexnet_kernels._bench_timing import forward_backward_call, forward_call
+from alexnet_kernels import autotune, env_report
 from alexnet_kernels._timing import synchronize
+from alexnet_kernels.bench import job
+from alexnet_kernels.bench.cases import CASES, Case, make_input
+from alexnet_kernels.bench.timing import forward_backward_call, forward_call
 
 LAYOUTS = ("contiguous", "channels_last")
 
@@ -48,13 +49,13 @@ def _setting(name: str, default: str, choices: tuple[str, ...]) -> str:
 DEVICE = torch.device(os.environ.get("AK_BENCH_DEVICE")
                       or ("cuda" if torch.cuda.is_available() else "cpu"))
 BATCH = int(os.environ.get("AK_BENCH_BATCH", "32"))
-DTYPE_NAME = _setting("AK_BENCH_DTYPE", "fp32", tuple(bench.DTYPES))
-DTYPE = bench.DTYPES[DTYPE_NAME]
+DTYPE_NAME = _setting("AK_BENCH_DTYPE", "fp32", tuple(job.DTYPES))
+DTYPE = job.DTYPES[DTYPE_NAME]
 LAYOUT = _setting("AK_BENCH_LAYOUT", "contiguous", LAYOUTS)
 CHANNELS_LAST = LAYOUT == "channels_last"
 ROUNDS = int(os.environ.get("AK_BENCH_ROUNDS", "15"))
 WARMUP = int(os.environ.get("AK_BENCH_WARMUP", "5"))
-PROVIDERS = bench.provider_names(DEVICE)
+PROVIDERS = job.provider_names(DEVICE)
 
 
 def cases(op: str) -> list[Case]:
@@ -119,7 +120,7 @@ def _input(case: Case) -> torch.Tensor:
 
 def time_forward(benchmark, case: Case, provider: str, rounds: int | None = None) -> None:
     """Times ``provider`` on a batch of ``case`` without autograd."""
-    program = bench.make_program(case, provider, DEVICE, DTYPE)
+    program = job.make_program(case, provider, DEVICE, DTYPE)
     run(benchmark, synchronized(forward_call(program, _input(case))),
         f"{case.op}-forward-{case.layer}", rounds, provider=provider)
 
@@ -127,7 +128,7 @@ def time_forward(benchmark, case: Case, provider: str, rounds: int | None = None
 def time_forward_backward(benchmark, case: Case, provider: str,
                           rounds: int | None = None) -> None:
     """Times ``provider``'s forward and backward (gradients of the input and any weights)."""
-    program = bench.make_program(case, provider, DEVICE, DTYPE)
+    program = job.make_program(case, provider, DEVICE, DTYPE)
     x = _input(case)
     with torch.no_grad():
         grad = torch.randn_like(_or_skip(program.fn, x))

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from bench_utils import CHANNELS_LAST, DEVICE, DTYPE, PROVIDERS, run, synchronized
 
 from alexnet_kernels import bench
-from alexnet_kernels._bench_cases import NETWORKS
+from alexnet_kernels.bench.cases import NETWORKS
 
 BATCH = int(os.environ.get("AK_BENCH_MODEL_BATCH", "16"))
 ROUNDS = 3

@@ -9,8 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alexnet_kernels import autotune, bench, env_report, reference
-from alexnet_kernels._bench_cases import (
+from alexnet_kernels import autotune, env_report, reference
+from alexnet_kernels.bench import job
+from alexnet_kernels.bench.cases import (
     CASES,
     Case,
     Conv,
@@ -19,7 +20,7 @@ from alexnet_kernels._bench_cases import (
     make_input,
     traffic,
 )
-from alexnet_kernels._bench_timing import time_case
+from alexnet_kernels.bench.timing import time_case
 
 
 def test_byte_model_max_pool_by_hand() -> None:
@@ -137,7 +138,7 @@ def test_quick_run_writes_json_markdown_and_png(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(autotune, "_enabled", True)
     monkeypatch.setattr(autotune, "_memory", {})
     only = ["lrn conv1", "conv2d_relu conv3", "dropout fc7"]
-    code = bench.main(["--quick", "--batch", "1", "--repeats", "2", "--warmup", "0",
+    code = job.main(["--quick", "--batch", "1", "--repeats", "2", "--warmup", "0",
                        "--no-compile", "--out", str(tmp_path), "--only", *only])
     assert code == 0
     record = json.loads((tmp_path / "results.json").read_text())
@@ -162,18 +163,18 @@ def test_quick_run_writes_json_markdown_and_png(tmp_path, monkeypatch) -> None:
 
 
 def test_networks_run_a_third_of_the_rounds() -> None:
-    args = bench.parse_args(["--repeats", "15", "--warmup", "4"])
+    args = job.parse_args(["--repeats", "15", "--warmup", "4"])
     network = next(case for case in CASES if case.op == "model")
-    assert bench.rounds(network, args) == (2, 5) and bench.rounds(CASES[0], args) == (4, 15)
+    assert job.rounds(network, args) == (2, 5) and job.rounds(CASES[0], args) == (4, 15)
 
 
 def test_only_without_a_match_names_the_cases() -> None:
     with pytest.raises(SystemExit, match="no case matches; the cases are: conv2d_relu conv1"):
-        bench.selected_cases(["nothing"])
+        job.selected_cases(["nothing"])
 
 
 def test_quick_defaults_yield_to_explicit_options() -> None:
-    args = bench.parse_args(["--quick", "--repeats", "4"])
+    args = job.parse_args(["--quick", "--repeats", "4"])
     assert (args.batch, args.repeats, args.warmup) == (8, 4, 2)
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from alexnet_kernels._bench_cases import Accuracy, Traffic
-from alexnet_kernels._bench_timing import Samples
 from alexnet_kernels._timing import iqr, median
+from alexnet_kernels.bench.cases import Accuracy, Traffic
+from alexnet_kernels.bench.timing import Samples
 
 BASELINES = ("eager", "compile")
 # Providers that are one hand-written kernel each (the byte model's subject).

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from alexnet_kernels._bench_cases import Program
 from alexnet_kernels._timing import median, rotated, time_ms
+from alexnet_kernels.bench.cases import Program
 
 
 @dataclass

@@ -5,7 +5,7 @@
 
 On the device present (CUDA when available, else the CPU), for conv2d+ReLU, LRN,
 max-pool and dropout at AlexNet's shapes and for the alexnet and alexnet_paper
-networks end to end (``alexnet_kernels._bench_cases``):
+networks end to end (``alexnet_kernels.bench.cases``):
 
 1. accuracy: max abs / max rel error of our output and gradients (input and
    weights) against PyTorch's float64 reference, pass/fail per row with
@@ -39,8 +39,9 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
-from alexnet_kernels import _bench_report, _extension, autotune, env_report
-from alexnet_kernels._bench_cases import (
+from alexnet_kernels import _extension, autotune, env_report
+from alexnet_kernels.bench import report
+from alexnet_kernels.bench.cases import (
     CASES,
     Accuracy,
     Case,
@@ -49,7 +50,7 @@ from alexnet_kernels._bench_cases import (
     make_input,
     traffic,
 )
-from alexnet_kernels._bench_timing import (
+from alexnet_kernels.bench.timing import (
     Samples,
     copy_bandwidth_gbs,
     forward_backward_call,
@@ -64,7 +65,8 @@ ACCURACY_BATCH = 4
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Verify and benchmark alexnet_kernels.")
+    parser = argparse.ArgumentParser(prog="python -m alexnet_kernels.bench",
+                                     description="Verify and benchmark alexnet_kernels.")
     parser.add_argument("--quick", action="store_true",
                         help="batch 8, 5 repeats, 2 warm-up rounds (unless given)")
     parser.add_argument("--batch", type=int, help="batch size (default 32)")
@@ -189,14 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     copy_gbs = copy_bandwidth_gbs(device) if device.type == "cuda" else None
     itemsize = DTYPES[args.dtype].itemsize
     byte_models = {c.name: traffic(c, args.batch, itemsize, device.type) for c in cases}
-    summary = _bench_report.summarize(samples, byte_models, list(our_backends(device)),
+    summary = report.summarize(samples, byte_models, list(our_backends(device)),
                                       copy_gbs, ran)
     machine = env_report.collect()
     device_name = (machine["gpu"] or {}).get("name") or machine["processor"]
     title = (f"{device_name}, {args.dtype}, batch {args.batch}, "
              f"{'channels_last' if args.channels_last else 'contiguous'}, "
              f"{machine['torch_threads']} threads: median ±IQR of {args.repeats} rounds")
-    _bench_report.render(accuracy, summary, title, console)
+    report.render(accuracy, summary, title, console)
     for case, errors in unsupported.items():
         for provider, error in errors.items():
             console.print(f"not timed: {provider} on {case}: {error}")
@@ -206,10 +208,7 @@ def main(argv: list[str] | None = None) -> int:
               "ours_ran": ran,
               "traffic": {name: m and dataclasses.asdict(m) for name, m in byte_models.items()},
               "samples": [dataclasses.asdict(s) for s in samples]}
-    paths = _bench_report.write(args.out, record, summary, accuracy, title)
+    paths = report.write(args.out, record, summary, accuracy, title)
     console.print("wrote " + ", ".join(map(str, paths)))
     return 0 if all(a.passed for a in accuracy) else 1
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
