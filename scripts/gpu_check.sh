@@ -3,7 +3,8 @@
 # build for this GPU's architecture, the whole test suite (the GPU-only tests
 # run instead of skipping), the pytest-benchmark suite, the main job, and the
 # autotuner's decision for every AlexNet layer (printed, and kept in
-# $OUT/autotune-cache with each candidate's time).
+# $OUT/autotune-cache with each candidate's time), and the roofline model's
+# times for the same build (scripts/roofline.py), to compare with the measured.
 # All outputs go into one timestamped folder; every step runs even if an
 # earlier one fails, and the script exits non-zero if any step failed.
 #
@@ -44,6 +45,8 @@ ALEXNET_KERNELS_CACHE_DIR=$(cd "$OUT/autotune-cache" && pwd)
 export ALEXNET_KERNELS_CACHE_DIR
 step autotune "$PYTHON" -m alexnet_kernels.autotune alexnet
 step autotune-bf16 "$PYTHON" -m alexnet_kernels.autotune alexnet --dtype bf16 --channels-last
+# The model's numbers for this build, beside the measured ones above and below.
+step roofline "$PYTHON" scripts/roofline.py --json "$OUT/roofline.json"
 step main-job "$PYTHON" -m alexnet_kernels.bench --out "$OUT/main-job"
 step main-job-bf16 "$PYTHON" -m alexnet_kernels.bench --dtype bf16 --channels-last \
     --out "$OUT/main-job-bf16"
