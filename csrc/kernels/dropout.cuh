@@ -66,7 +66,7 @@ __global__ void __launch_bounds__(kDropoutThreads)
     } else {
       const int count = static_cast<int>(ak_min<int64_t>(4, a.numel - first));
       for (int i = 0; i < count; ++i) {
-        ak_st(y + first + i, drop(ak_ld(x + first + i), w.w[i], a));
+        ak_st(y + (first + i), drop(ak_ld(x + (first + i)), w.w[i], a));
       }
     }
   }
