@@ -469,7 +469,8 @@ def test_shared_arrays_are_16_byte_aligned_on_the_gpu(tmp_path: Path) -> None:
 
 # --- efficiency counters (emu_counters.h, kernels in selftest/counters.cuh) ----------
 
-# Per case, every counted site in source order: (space, op, requests, lane accesses,
+# Per case, every counted site (in source order; compared in any order, as the
+# column of a site on a shared line depends on the compiler): (space, op, requests, lane accesses,
 # sectors, ideal sectors, wavefronts, ideal wavefronts, multiply-adds). Each number is
 # derived by hand from the kernel's access pattern in the comment above it in
 # selftest/counters.cuh.
@@ -528,7 +529,7 @@ def test_counters_report_the_derived_numbers(
     sectors, wavefronts and multiply-adds are exactly those derived by hand."""
     (launch,) = counter_runs[variant][case]["launches"]
     sites = [tuple(site[f] for f in _SITE_FIELDS) for site in launch["sites"]]
-    assert sites == COUNTER_SITES[case], launch
+    assert sorted(sites) == sorted(COUNTER_SITES[case]), launch
     barriers, load_bytes, store_bytes = COUNTER_LAUNCH[case]
     assert (launch["barriers"], launch["load_dram_bytes"], launch["store_dram_bytes"]) == (
         barriers, load_bytes, store_bytes), launch

@@ -16,8 +16,8 @@
 //     memory: the emulator tells them apart by the address.
 #pragma once
 
-// Keeps the value parameter of ak_st from taking part in deduction, so that
-// ak_st(p, v) stores a T whatever converts to it.
+// Keeps the value parameter of the emulator's store from taking part in
+// deduction, so that ak_st(p, v) stores a T whatever converts to it.
 template <typename T>
 struct ak_identity {
   using type = T;
@@ -47,15 +47,16 @@ struct ak_identity {
 #define AK_LAUNCH(kernel, grid, block, smem, stream) \
   kernel<<<(grid), (block), (smem), (stream)>>>
 
-// Memory accessors: exactly *p and *p = v (see the rules above).
+// Memory accessors: exactly *p and *p = v (see the rules above). ak_st is a
+// macro: in the assignment it stands for, the value is evaluated before the
+// address (C++17), a call would evaluate them the other way round, and nvcc then
+// schedules the kernel differently; as a macro the SASS is that of the plain
+// store. (An argument with a top-level comma needs parentheses.)
 template <typename T>
 __device__ __forceinline__ T ak_ld(const T* p) {
   return *p;
 }
-template <typename T>
-__device__ __forceinline__ void ak_st(T* p, const typename ak_identity<T>::type& v) {
-  *p = v;
-}
+#define ak_st(p, v) ((void)(*(p) = (v)))
 
 #elif defined(AK_CUDA_EMULATION)
 
