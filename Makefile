@@ -38,6 +38,7 @@ test: install lint
 	$(PY) -m pytest tests -q
 	$(PY) scripts/cpu_only_build_check.py
 	$(PY) scripts/resource_report.py --check
+	$(PY) scripts/efficiency_report.py --check
 	env -u TRITON_INTERPRET $(PY) scripts/triton_aot_report.py --check
 
 demo: install

@@ -17,6 +17,7 @@ here is skipped.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -464,3 +465,84 @@ def test_shared_arrays_are_16_byte_aligned_on_the_gpu(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=BUILD_TIMEOUT_S,
     )
     assert done.returncode == 0, done.stderr
+
+
+# --- efficiency counters (emu_counters.h, kernels in selftest/counters.cuh) ----------
+
+# Per case, every counted site (in source order; compared in any order, as the
+# column of a site on a shared line depends on the compiler): (space, op, requests, lane accesses,
+# sectors, ideal sectors, wavefronts, ideal wavefronts, multiply-adds). Each number is
+# derived by hand from the kernel's access pattern in the comment above it in
+# selftest/counters.cuh.
+_G, _S, _T = "global", "shared", "tensor"
+COUNTER_SITES: dict[str, list[tuple[str, str, int, int, int, int, int, int, int]]] = {
+    "coalesced": [(_G, "store", 2, 64, 8, 8, 0, 0, 0), (_G, "load", 2, 64, 8, 8, 0, 0, 0)],
+    "strided": [(_G, "store", 1, 32, 4, 4, 0, 0, 0), (_G, "load", 1, 32, 32, 4, 0, 0, 0)],
+    "broadcast": [(_G, "load", 1, 32, 1, 1, 0, 0, 0), (_S, "store", 1, 1, 0, 0, 1, 1, 0),
+                  (_G, "store", 1, 32, 4, 4, 0, 0, 0), (_S, "load", 1, 32, 0, 0, 1, 1, 0)],
+    "column-unpadded": [(_S, "store", 32, 1024, 0, 0, 32, 32, 0),
+                        (_G, "store", 1, 32, 4, 4, 0, 0, 0), (_S, "load", 1, 32, 0, 0, 32, 1, 0)],
+    "column-padded": [(_S, "store", 32, 1024, 0, 0, 32, 32, 0),
+                      (_G, "store", 1, 32, 4, 4, 0, 0, 0), (_S, "load", 1, 32, 0, 0, 1, 1, 0)],
+    "vectors": [(_G, "load", 1, 32, 16, 16, 0, 0, 0), (_S, "store", 1, 32, 0, 0, 4, 4, 0),
+                (_S, "store", 1, 32, 0, 0, 4, 4, 0), (_S, "load", 1, 32, 0, 0, 8, 4, 0),
+                (_S, "load", 1, 32, 0, 0, 2, 2, 0), (_G, "store", 1, 32, 16, 16, 0, 0, 0)],
+    "divergent": [(_G, "load", 1, 16, 2, 2, 0, 0, 0), (_G, "load", 1, 16, 2, 2, 0, 0, 0),
+                  (_G, "load", 3, 63, 12, 9, 0, 0, 0)],
+    "mma-padded": [(_T, "mma", 4, 128, 0, 0, 0, 0, 4 * 2048)],
+    "mma-tf32-padded": [(_T, "mma", 2, 64, 0, 0, 0, 0, 2 * 1024)],
+    "sampled": [(_G, "store", 3, 96, 12, 12, 0, 0, 0), (_G, "load", 3, 96, 12, 12, 0, 0, 0)],
+}
+# Per case: barriers, (global load, global store) DRAM bytes = per-block distinct
+# sectors x 32 (see the kernels' comments; the divergent kernel's loads cover
+# in[0..95], 12 sectors).
+COUNTER_LAUNCH: dict[str, tuple[int, int, int]] = {
+    "coalesced": (0, 256, 256), "strided": (0, 1024, 128), "broadcast": (1, 32, 128),
+    "column-unpadded": (1, 0, 128), "column-padded": (1, 0, 128), "vectors": (1, 512, 512),
+    "divergent": (0, 384, 0), "mma-padded": (0, 0, 0), "mma-tf32-padded": (0, 0, 0),
+    "sampled": (0, 3 * 128, 3 * 128),
+}
+_SITE_FIELDS = ("space", "op", "requests", "lane_accesses", "sectors", "ideal_sectors",
+                "wavefronts", "ideal_wavefronts", "mma_macs")
+
+
+@pytest.fixture(scope="module")
+def counter_runs(drivers: dict[str, Path]) -> dict[str, dict]:
+    """The driver's 'counters' output in every variant (sanitizers check the counters'
+    own code; fibers the grouping when lanes run in a fixed order)."""
+    runs = {}
+    for variant in VARIANTS:
+        run = run_driver(drivers, variant, "counters")
+        assert run.returncode == 0, run.describe()
+        assert_no_sanitizer_report(run)
+        runs[str(variant)] = json.loads(run.stdout)
+    return runs
+
+
+@pytest.mark.parametrize("variant", VARIANT_IDS)
+@pytest.mark.parametrize("case", sorted(COUNTER_SITES))
+def test_counters_report_the_derived_numbers(
+    counter_runs: dict[str, dict], variant: str, case: str
+) -> None:
+    """Coalesced, strided, broadcast, bank-conflicting (32-way unpadded column, 1 with
+    +1 padding), 8/16-byte, divergent and padded-MMA kernels: each site's requests,
+    sectors, wavefronts and multiply-adds are exactly those derived by hand."""
+    (launch,) = counter_runs[variant][case]["launches"]
+    sites = [tuple(site[f] for f in _SITE_FIELDS) for site in launch["sites"]]
+    assert sorted(sites) == sorted(COUNTER_SITES[case]), launch
+    barriers, load_bytes, store_bytes = COUNTER_LAUNCH[case]
+    assert (launch["barriers"], launch["load_dram_bytes"], launch["store_dram_bytes"]) == (
+        barriers, load_bytes, store_bytes), launch
+
+
+@pytest.mark.parametrize("variant", VARIANT_IDS)
+def test_counters_sample_blocks_and_stop(counter_runs: dict[str, dict], variant: str) -> None:
+    """10 blocks with 3 sampled run blocks 0, 5 and 9 only (the others leave their
+    output untouched) and report scale 10/3; after counters_end() all blocks run."""
+    out = counter_runs[variant]
+    (launch,) = out["sampled"]["launches"]
+    assert launch["blocks_total"] == 10 and launch["blocks_run"] == 3, launch
+    assert launch["sampled_blocks"] == [0, 5, 9], launch
+    assert launch["scale"] == pytest.approx(10 / 3, rel=1e-15), launch
+    assert out["sampled-written-elements"] == 3 * 32
+    assert out["unsampled-written-elements"] == 10 * 32

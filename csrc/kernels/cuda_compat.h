@@ -8,8 +8,20 @@
 //   * shared memory only through AK_SHARED_ARRAY / AK_DYNAMIC_SHARED, so the
 //     emulator can share it between the threads of a block and poison it;
 //   * launches only through AK_LAUNCH, so the launch arithmetic is shared too;
-//   * full-mask warp intrinsics, no __CUDA_ARCH__ branches that change results.
+//   * full-mask warp intrinsics, no __CUDA_ARCH__ branches that change results;
+//   * memory accesses that the efficiency counters should see through
+//     ak_ld(p) / ak_st(p, v): plain loads and stores on the GPU, recorded (call
+//     site, address, size) by the emulator when its counters are on
+//     (tests/cuda_emu/emu_counters.h). One pair serves global and shared
+//     memory: the emulator tells them apart by the address.
 #pragma once
+
+// Keeps the value parameter of the emulator's store from taking part in
+// deduction, so that ak_st(p, v) stores a T whatever converts to it.
+template <typename T>
+struct ak_identity {
+  using type = T;
+};
 
 #if defined(__CUDACC__)
 
@@ -34,6 +46,17 @@
 // because template argument lists would split the macro arguments.
 #define AK_LAUNCH(kernel, grid, block, smem, stream) \
   kernel<<<(grid), (block), (smem), (stream)>>>
+
+// Memory accessors: exactly *p and *p = v (see the rules above). ak_st is a
+// macro: in the assignment it stands for, the value is evaluated before the
+// address (C++17), a call would evaluate them the other way round, and nvcc then
+// schedules the kernel differently; as a macro the SASS is that of the plain
+// store. (An argument with a top-level comma needs parentheses.)
+template <typename T>
+__device__ __forceinline__ T ak_ld(const T* p) {
+  return *p;
+}
+#define ak_st(p, v) ((void)(*(p) = (v)))
 
 #elif defined(AK_CUDA_EMULATION)
 

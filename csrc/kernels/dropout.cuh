@@ -57,16 +57,16 @@ __global__ void __launch_bounds__(kDropoutThreads)
     const philox::Words w = philox::dropout_words(seed, offset, static_cast<uint64_t>(g));
     const int64_t first = 4 * g;
     if (kVectorised && first + 4 <= a.numel) {
-      const Pack4<T> in = *reinterpret_cast<const Pack4<T>*>(x + first);
+      const Pack4<T> in = ak_ld(reinterpret_cast<const Pack4<T>*>(x + first));
       Pack4<T> out;
       for (int i = 0; i < 4; ++i) {
         out.v[i] = drop(in.v[i], w.w[i], a);
       }
-      *reinterpret_cast<Pack4<T>*>(y + first) = out;
+      ak_st(reinterpret_cast<Pack4<T>*>(y + first), out);
     } else {
       const int count = static_cast<int>(ak_min<int64_t>(4, a.numel - first));
       for (int i = 0; i < count; ++i) {
-        y[first + i] = drop(x[first + i], w.w[i], a);
+        ak_st(y + (first + i), drop(ak_ld(x + (first + i)), w.w[i], a));
       }
     }
   }

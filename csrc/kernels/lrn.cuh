@@ -164,7 +164,7 @@ AK_DEVICE_INLINE void lrn_stage(Acc* dst, const T* __restrict__ src,
   for (int i = threadIdx.x; i < rows * tile.valid_pixels; i += blockDim.x) {
     int r, p;
     tile.split(i, rows, r, p);
-    dst[tile.shared_index(r, p)] = to_acc(src[tile.global_index(first + r, p)]);
+    ak_st(dst + tile.shared_index(r, p), to_acc(ak_ld(src + tile.global_index(first + r, p))));
   }
 }
 
@@ -177,7 +177,7 @@ AK_DEVICE_INLINE Acc lrn_scale(const Acc* xs, const LrnTile<kChannelsLast>& tile
   const int hi = static_cast<int>(ak_min<int64_t>(c + a.half_hi, a.channels - 1));
   Acc sum = 0;
   for (int j = lo; j <= hi; ++j) {
-    const Acc v = xs[tile.shared_index(j - first, p)];
+    const Acc v = ak_ld(xs + tile.shared_index(j - first, p));
     sum += v * v;
   }
   return a.k + a.alpha_over_size * sum;
@@ -202,8 +202,8 @@ __global__ void __launch_bounds__(kLrnThreads)
     tile.split(i, rows, r, p);
     const int c = c0 + r;
     const Acc scale = lrn_scale(xs, tile, a, x_first, c, p);
-    const Acc xv = xs[tile.shared_index(c - x_first, p)];
-    y[tile.global_index(c, p)] = from_acc<T>(xv * power(scale, a.neg_beta));
+    const Acc xv = ak_ld(xs + tile.shared_index(c - x_first, p));
+    ak_st(y + tile.global_index(c, p), from_acc<T>(xv * power(scale, a.neg_beta)));
   }
 }
 
@@ -237,10 +237,10 @@ __global__ void __launch_bounds__(kLrnThreads)
     const int c = t_first + r;
     const Acc scale = lrn_scale(xs, tile, a, x_first, c, p);
     const int64_t at = tile.global_index(c, p);
-    const Acc g = to_acc(grad_y[at]);
-    gy_over_s[tile.shared_index(r, p)] = g * to_acc(y[at]) / scale;
+    const Acc g = to_acc(ak_ld(grad_y + at));
+    ak_st(gy_over_s + tile.shared_index(r, p), g * to_acc(ak_ld(y + at)) / scale);
     if (c >= c0 && c < c_end) {
-      g_pow[tile.shared_index(r, p)] = g * power(scale, a.neg_beta);
+      ak_st(g_pow + tile.shared_index(r, p), g * power(scale, a.neg_beta));
     }
   }
   __syncthreads();
@@ -254,11 +254,11 @@ __global__ void __launch_bounds__(kLrnThreads)
     const int hi = static_cast<int>(ak_min<int64_t>(c + a.half_lo, a.channels - 1));
     Acc sum = 0;
     for (int j = lo; j <= hi; ++j) {
-      sum += gy_over_s[tile.shared_index(j - t_first, p)];
+      sum += ak_ld(gy_over_s + tile.shared_index(j - t_first, p));
     }
-    const Acc xv = xs[tile.shared_index(c - x_first, p)];
-    const Acc grad = g_pow[tile.shared_index(c - t_first, p)] - xv * (a.grad_coef * sum);
-    grad_x[tile.global_index(c, p)] = from_acc<T>(grad);
+    const Acc xv = ak_ld(xs + tile.shared_index(c - x_first, p));
+    const Acc grad = ak_ld(g_pow + tile.shared_index(c - t_first, p)) - xv * (a.grad_coef * sum);
+    ak_st(grad_x + tile.global_index(c, p), from_acc<T>(grad));
   }
 }
 

@@ -88,7 +88,8 @@ __global__ void __launch_bounds__(kMaxPoolThreads)
         for (int kw = kw_first; kw < taps.kernel_w; ++kw) {
           const int iw = taps.input_col(ow, kw);
           if (iw >= planes.in_w) break;
-          const Acc v = to_acc(x_plane[(ih * planes.in_w + iw) * planes.channels + c]);
+          const Acc v =
+              to_acc(ak_ld(x_plane + ((ih * planes.in_w + iw) * planes.channels + c)));
           // First maximum in window order wins ties; a NaN always takes over.
           if (v > best || v != v) {
             best = v;
@@ -96,8 +97,8 @@ __global__ void __launch_bounds__(kMaxPoolThreads)
           }
         }
       }
-      y[plane * planes.out_plane + i] = from_acc<T>(best);
-      argmax[plane * planes.out_plane + i] = static_cast<A>(best_tap);
+      ak_st(y + (plane * planes.out_plane + i), from_acc<T>(best));
+      ak_st(argmax + (plane * planes.out_plane + i), static_cast<A>(best_tap));
     }
   }
 }
@@ -129,13 +130,13 @@ __global__ void __launch_bounds__(kMaxPoolThreads)
           const int dw = iw + taps.pad_w - ow * taps.stride_w;
           if (dw % taps.dilation_w != 0) continue;
           const int o = (oh * planes.out_w + ow) * planes.channels + c;
-          if (static_cast<int>(a_plane[o]) ==
+          if (static_cast<int>(ak_ld(a_plane + o)) ==
               (dh / taps.dilation_h) * taps.kernel_w + dw / taps.dilation_w) {
-            sum += to_acc(g_plane[o]);
+            sum += to_acc(ak_ld(g_plane + o));
           }
         }
       }
-      grad_x[plane * planes.in_plane + i] = from_acc<T>(sum);
+      ak_st(grad_x + (plane * planes.in_plane + i), from_acc<T>(sum));
     }
   }
 }

@@ -76,6 +76,24 @@
 #define AK_DYNAMIC_SHARED(type, name) \
   type* name = reinterpret_cast<type*>(::ak_emu::dynamic_shared_memory())
 
+// Memory accessors (cuda_compat.h): the access itself, recorded for the
+// efficiency counters (emu_counters.h) with its call site when they are on.
+template <typename T>
+inline T ak_ld(const T* p, std::source_location loc = std::source_location::current()) {
+  ::ak_emu::record_access(p, sizeof(T), ::ak_emu::AccessKind::kLoad, loc);
+  return *p;
+}
+namespace ak_emu {
+template <typename T>
+inline void recorded_store(T* p, const typename ak_identity<T>::type& v,
+                           const std::source_location& loc) {
+  record_access(p, sizeof(T), AccessKind::kStore, loc);
+  *p = v;
+}
+}  // namespace ak_emu
+// A macro as under nvcc (cuda_compat.h), so that both accept the same arguments.
+#define ak_st(p, v) ::ak_emu::recorded_store((p), (v), std::source_location::current())
+
 // AK_LAUNCH(kernel, grid, block, smem_bytes, stream)(args...): runs the grid
 // synchronously; throws std::runtime_error if any error was recorded. The
 // stream is accepted and ignored (launches are synchronous anyway).

@@ -656,11 +656,13 @@ template <class T>
 inline void ak_mma_m16n8k16(float (&acc)[4], const std::uint32_t (&a)[4],
                             const std::uint32_t (&b)[2],
                             std::source_location loc = std::source_location::current()) {
+  ak_emu::record_access(nullptr, 16 * 8 * 16, ak_emu::AccessKind::kMma, loc);  // multiply-adds
   ak_emu::warp_mma<ak_emu::MmaM16N8K16Layout>(acc, a, b, &ak_emu::mma_element<T>, loc);
 }
 
 inline void ak_mma_m16n8k8_tf32(float (&acc)[4], const std::uint32_t (&a)[4],
                                 const std::uint32_t (&b)[2],
                                 std::source_location loc = std::source_location::current()) {
+  ak_emu::record_access(nullptr, 16 * 8 * 8, ak_emu::AccessKind::kMma, loc);  // multiply-adds
   ak_emu::warp_mma<ak_emu::MmaM16N8K8Tf32Layout>(acc, a, b, &ak_emu::tf32_element, loc);
 }

@@ -52,6 +52,8 @@
 
 #include <vector_types.h>
 
+#include "emu_counters.h"
+
 // CUDA's built-in variables. thread_local: each OS thread is one CUDA thread.
 // Kernel code only reads them; the engine sets them before the kernel runs.
 inline thread_local uint3 threadIdx{};
@@ -332,7 +334,7 @@ inline thread_local unsigned tl_tid = 0;  // linear thread id within the block
 class Block {
  public:
   Block(const LaunchInfo& info, uint3 block_idx, const std::function<void()>& body,
-        unsigned char* dynamic_smem, ErrorLog& errors, bool fibers)
+        unsigned char* dynamic_smem, ErrorLog& errors, bool fibers, bool counted = false)
       : fibers_(fibers),
         info_(info),
         block_idx_(block_idx),
@@ -342,7 +344,8 @@ class Block {
         nthreads_(info.block.x * info.block.y * info.block.z),
         live_(nthreads_),
         status_(nthreads_),
-        warps_((nthreads_ + kWarpSize - 1) / kWarpSize) {
+        warps_((nthreads_ + kWarpSize - 1) / kWarpSize),
+        access_logs_(counted ? nthreads_ : 0) {
     for (std::size_t w = 0; w < warps_.size(); ++w) {
       const unsigned lanes = std::min(kWarpSize, nthreads_ - static_cast<unsigned>(w) * kWarpSize);
       warps_[w].lanes_mask = lanes == kWarpSize ? kFullMask : (1u << lanes) - 1u;
@@ -366,6 +369,7 @@ class Block {
     gridDim = info_.grid;
     tl_block = this;
     tl_tid = tid;
+    tl_access_log = access_logs_.empty() ? nullptr : &access_logs_[tid];
   }
 
   // Body of one emulated thread; called on a pool thread or in a fiber.
@@ -385,6 +389,7 @@ class Block {
       record_error(thread_str(tid) + " threw a non-standard exception");
     }
     tl_block = nullptr;
+    tl_access_log = nullptr;
     thread_exit(tid);  // last access to *this from this thread
   }
 
@@ -542,7 +547,18 @@ class Block {
   void register_static_shared(void* address, std::size_t bytes) {
     EngineSection section;  // the poison is no write of any emulated thread
     std::lock_guard<std::mutex> lock(m_);
-    if (poisoned_static_.insert(address).second) std::memset(address, 0xff, bytes);
+    if (poisoned_static_.insert(address).second) {
+      std::memset(address, 0xff, bytes);
+      shared_ranges_.ranges.emplace_back(reinterpret_cast<std::uintptr_t>(address), bytes);
+    }
+  }
+
+  // Counters (emu_counters.h): folds this finished block's access logs into
+  // `out`. Called by the launcher after wait_until_done().
+  void count_into(LaunchCounters& out) {
+    SharedRanges shared = shared_ranges_;
+    shared.ranges.emplace_back(reinterpret_cast<std::uintptr_t>(dynamic_smem_), info_.smem_bytes);
+    count_block(access_logs_, shared, bar_generation_, out);
   }
 
   void record_error(std::string message) {
@@ -756,6 +772,8 @@ class Block {
   std::vector<ThreadStatus> status_;
   std::vector<Warp> warps_;
   std::unordered_set<const void*> poisoned_static_;
+  SharedRanges shared_ranges_;          // static shared arrays of this block
+  std::vector<AccessLog> access_logs_;  // per thread; empty when not counting
   // Barrier state; per-generation results live in parity slots (see Warp).
   unsigned bar_arrived_ = 0;
   std::uint64_t bar_generation_ = 0;
@@ -931,10 +949,36 @@ inline std::vector<std::string> check_configuration(const LaunchInfo& info) {
   throw std::runtime_error(message);
 }
 
+inline std::string kernel_symbol(const void* kernel);  // launch record, below
+
+// Counters (emu_counters.h): between counters_begin() and counters_end()
+// every launch is counted; with sample_blocks > 0 a launch of more blocks
+// runs only that many of them (its outputs are then incomplete). Called by
+// the host between launches; a session already begun is restarted.
+inline void counters_begin(std::uint64_t sample_blocks = 0) {
+  std::lock_guard<std::mutex> serial(launch_mutex());
+  CounterSession& session = counter_session();
+  session.active = true;
+  session.sample_blocks = sample_blocks;
+  session.launches.clear();
+}
+
+// Ends the session: the counts of every launch since counters_begin(), as
+// JSON (see counters_json); every block runs again afterwards.
+inline std::string counters_end() {
+  std::lock_guard<std::mutex> serial(launch_mutex());
+  CounterSession& session = counter_session();
+  if (!session.active) throw std::logic_error("counters_end() without counters_begin()");
+  const std::string json = counters_json(session.launches);
+  session = CounterSession{};
+  return json;
+}
+
 // Runs every block of the grid, one after another, each with one OS thread
 // per CUDA thread; `body` runs the kernel in the calling thread. Throws
 // std::runtime_error describing every recorded error.
-inline void run_grid(const LaunchInfo& info, const std::function<void()>& body) {
+inline void run_grid(const LaunchInfo& info, const std::function<void()>& body,
+                     const void* kernel) {
   if (tl_block != nullptr) {
     throw std::logic_error("AK_LAUNCH from inside a kernel (dynamic parallelism) is not emulated");
   }
@@ -946,22 +990,39 @@ inline void run_grid(const LaunchInfo& info, const std::function<void()>& body) 
   DynamicSmem smem(info.smem_bytes);
   const bool fibers = fiber_mode();
   const dim3& g = info.grid;
-  for (unsigned z = 0; z < g.z; ++z) {
-    for (unsigned y = 0; y < g.y; ++y) {
-      for (unsigned x = 0; x < g.x; ++x) {
-        smem.poison();  // fresh garbage per block, as a GPU would show
-        Block block(info, uint3{x, y, z}, body, smem.data(), log, fibers);
-        Pool::instance().dispatch(block);
-        block.wait_until_done();
-        if (!log.empty()) {
-          // A broken block rarely fails alone; stopping keeps the report short.
-          throw_launch_error(info, log,
-                             "(stopped after block " + dim_str(uint3{x, y, z}) +
-                                 "; later blocks were not run)");
-        }
-      }
-    }
+  CounterSession& session = counter_session();
+  const std::uint64_t total = std::uint64_t{g.x} * g.y * g.z;
+  // Without counters every block runs; with them, possibly a sample.
+  LaunchCounters counted;
+  if (session.active) {
+    counted.kernel = kernel_symbol(kernel);
+    counted.grid = g;
+    counted.block = info.block;
+    counted.blocks_total = total;
+    counted.blocks_run = sampled_blocks(total, session.sample_blocks);
   }
+  std::size_t next_sampled = 0;
+  for (std::uint64_t linear = 0; linear < total; ++linear) {
+    if (session.active) {
+      if (next_sampled == counted.blocks_run.size()) break;
+      if (counted.blocks_run[next_sampled] != linear) continue;
+      ++next_sampled;
+    }
+    const uint3 idx{static_cast<unsigned>(linear % g.x),
+                    static_cast<unsigned>((linear / g.x) % g.y),
+                    static_cast<unsigned>(linear / (std::uint64_t{g.x} * g.y))};
+    smem.poison();  // fresh garbage per block, as a GPU would show
+    Block block(info, idx, body, smem.data(), log, fibers, session.active);
+    Pool::instance().dispatch(block);
+    block.wait_until_done();
+    if (!log.empty()) {
+      // A broken block rarely fails alone; stopping keeps the report short.
+      throw_launch_error(info, log,
+                         "(stopped after block " + dim_str(idx) + "; later blocks were not run)");
+    }
+    if (session.active) block.count_into(counted);
+  }
+  if (session.active) session.launches.push_back(std::move(counted));
 }
 
 // ---------------------------------------------------------------------------
@@ -1066,7 +1127,7 @@ class Launch {
                   "AK_LAUNCH: wrong number of kernel arguments");
     const std::tuple<std::decay_t<Params>...> params(std::forward<Args>(args)...);
     const std::function<void()> body = [&] { std::apply(kernel_, params); };
-    run_grid(info_, body);
+    run_grid(info_, body, reinterpret_cast<const void*>(kernel_));
     // Function pointer to object pointer: conditionally supported, fine on
     // the POSIX targets the emulator runs on.
     record_launch(reinterpret_cast<const void*>(kernel_));

@@ -15,7 +15,13 @@
 //   dropout_key_in_memory(...)   dropout with (seed, offset) read by the kernel,
 //                                as for a seed_offset on a CUDA device;
 //   grid_stride_indices(...)     the indices the kernels' 32-bit grid-stride
-//                                loops visit, checked near 2^31.
+//                                loops visit, checked near 2^31;
+//   counters_begin(sample_blocks=0), counters_end() -> str
+//                                the emulator's efficiency counters
+//                                (tests/cuda_emu/emu_counters.h) for every launch
+//                                in between, as JSON; with sample_blocks > 0 a
+//                                launch runs only that many of its blocks, so the
+//                                outputs of ops run in between are incomplete.
 #include <torch/library.h>
 
 #include <algorithm>
@@ -132,6 +138,15 @@ std::vector<int64_t> philox4x32_10(at::IntArrayRef counter, at::IntArrayRef key)
 
 std::vector<std::string> launched_kernels() { return ak_emu::launched_kernels(); }
 
+void counters_begin(int64_t sample_blocks) {
+  TORCH_CHECK(sample_blocks >= 0, "counters_begin: sample_blocks must be >= 0, got ",
+              sample_blocks);
+  ak_emu::counters_begin(static_cast<uint64_t>(sample_blocks));
+}
+
+// Throws (RuntimeError in Python) without a counters_begin() before it.
+std::string counters_end() { return ak_emu::counters_end(); }
+
 // LRN forward (size 5, alpha 0.5, beta 0.75, k 1) of a contiguous float32
 // tensor by a broken kernel: bug "missing-barrier" or "off-by-one".
 at::Tensor selftest_broken_lrn(const at::Tensor& x_in, c10::string_view bug) {
@@ -166,6 +181,8 @@ TORCH_LIBRARY(alexnet_kernels_emu, m) {
   }
   m.def("philox4x32_10(int[] counter, int[] key) -> int[]", &philox4x32_10);
   m.def("launched_kernels() -> str[]", &launched_kernels);
+  m.def("counters_begin(int sample_blocks=0) -> ()", &counters_begin);
+  m.def("counters_end() -> str", &counters_end);
   m.def("selftest_broken_lrn(Tensor x, str bug) -> Tensor");
   m.def("dropout_key_in_memory(Tensor x, Tensor seed_offset, float p) -> Tensor");
   m.def("grid_stride_indices(int first, int step, int n, int limit) -> int[]",

@@ -5,6 +5,9 @@
 // Correct kernels (exit 0 when the results match a host reference, 1 if not):
 //   matmul reduce convert warp warp-partial atomics early-exit barrier-predicates mma
 //   mma-tf32 tf32-round
+// Efficiency counters (selftest/counters.cuh):
+//   counters         runs each counter kernel between counters_begin/end and
+//                    prints {"case": <counters JSON>, ...} on one line
 // Broken kernels (the interesting outcome is how the run fails):
 //   race             matmul without its load barrier   -> ThreadSanitizer report
 //   mma-wrong-layout tensor-core step, A fragment misplaced -> FAIL (exit 1)
@@ -21,6 +24,7 @@
 // A launch that throws is reported on stderr with exit status 3.
 // AK_EMU_MODE=fibers runs the same commands in fiber mode.
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -30,6 +34,7 @@
 #include <vector>
 
 #include "broken.cuh"
+#include "counters.cuh"
 #include "kernels.cuh"
 
 namespace {
@@ -409,6 +414,87 @@ int run_tf32_round() {
                                 std::to_string(wrong) + " wrong");
 }
 
+// --- efficiency counters ------------------------------------------------------
+
+// Zero-filled floats at a 128-byte boundary, so that sector counts are exact.
+class AlignedFloats {
+ public:
+  explicit AlignedFloats(std::size_t n)
+      : data_(static_cast<float*>(std::aligned_alloc(128, (n * sizeof(float) + 127) / 128 * 128))) {
+    for (std::size_t i = 0; i < n; ++i) data_[i] = static_cast<float>(i % 7);
+  }
+  ~AlignedFloats() { std::free(data_); }
+  AlignedFloats(const AlignedFloats&) = delete;
+  AlignedFloats& operator=(const AlignedFloats&) = delete;
+  float* get() const { return data_; }
+  float4* get4() const { return reinterpret_cast<float4*>(data_); }
+
+ private:
+  float* data_;
+};
+
+// Runs `launch` between counters_begin(sample) and counters_end().
+std::string counted(const std::function<void()>& launch, std::uint64_t sample = 0) {
+  ak_emu::counters_begin(sample);
+  launch();
+  return ak_emu::counters_end();
+}
+
+int run_counters() {
+  namespace c = selftest::counters;
+  AlignedFloats in(4096), out(4096);
+  std::vector<std::pair<std::string, std::string>> cases;
+  cases.emplace_back("coalesced", counted([&] {
+    AK_LAUNCH(c::coalesced, 1, 64, 0, nullptr)(in.get(), out.get());
+  }));
+  cases.emplace_back("strided", counted([&] {
+    AK_LAUNCH(c::strided, 1, 32, 0, nullptr)(in.get(), out.get());
+  }));
+  cases.emplace_back("broadcast", counted([&] {
+    AK_LAUNCH(c::broadcast, 1, 32, 0, nullptr)(in.get(), out.get());
+  }));
+  cases.emplace_back("column-unpadded", counted([&] {
+    auto kernel = &c::column_read<0>;
+    AK_LAUNCH(kernel, 1, 32, 0, nullptr)(out.get());
+  }));
+  cases.emplace_back("column-padded", counted([&] {
+    auto kernel = &c::column_read<1>;
+    AK_LAUNCH(kernel, 1, 32, 0, nullptr)(out.get());
+  }));
+  cases.emplace_back("vectors", counted([&] {
+    AK_LAUNCH(c::vectors, 1, 32, 64 * sizeof(float4), nullptr)(in.get4(), out.get4());
+  }));
+  cases.emplace_back("divergent", counted([&] {
+    AK_LAUNCH(c::divergent, 1, 32, 0, nullptr)(in.get(), out.get());
+  }));
+  cases.emplace_back("mma-padded", counted([&] {
+    auto kernel = &c::mma_padded<__nv_bfloat16>;
+    AK_LAUNCH(kernel, 1, 32, 0, nullptr)(out.get());
+  }));
+  cases.emplace_back("mma-tf32-padded", counted([&] {
+    AK_LAUNCH(c::mma_tf32_padded, 1, 32, 0, nullptr)(out.get());
+  }));
+  // 10 blocks, 3 sampled (0, 5, 9); the blocks skipped leave out[] as it was.
+  for (int i = 0; i < 320; ++i) out.get()[i] = -1.0f;
+  cases.emplace_back("sampled", counted([&] {
+    AK_LAUNCH(c::coalesced, 10, 32, 0, nullptr)(in.get(), out.get());
+  }, 3));
+  int written = 0;
+  for (int i = 0; i < 320; ++i) written += out.get()[i] != -1.0f ? 1 : 0;
+  cases.emplace_back("sampled-written-elements", std::to_string(written));
+  // Off again: a launch after counters_end() runs every block and records nothing.
+  AK_LAUNCH(c::coalesced, 10, 32, 0, nullptr)(in.get(), out.get());
+  written = 0;
+  for (int i = 0; i < 320; ++i) written += out.get()[i] != -1.0f ? 1 : 0;
+  cases.emplace_back("unsampled-written-elements", std::to_string(written));
+  std::string json = "{";
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    json += (i == 0 ? "\"" : ",\"") + cases[i].first + "\":" + cases[i].second;
+  }
+  std::printf("%s}\n", json.c_str());
+  return kPass;
+}
+
 const std::map<std::string, std::function<int()>>& commands() {
   static const std::map<std::string, std::function<int()>> table = {
       {"matmul", run_matmul<false>},
@@ -424,6 +510,7 @@ const std::map<std::string, std::function<int()>>& commands() {
       {"mma-tf32", run_tf32_mma<false>},
       {"mma-tf32-wrong-layout", run_tf32_mma<true>},
       {"tf32-round", run_tf32_round},
+      {"counters", run_counters},
       {"race", run_matmul<true>},
       {"overflow", run_overflow},
       {"misaligned", run_misaligned},
