@@ -153,7 +153,19 @@ def _print_configuration() -> None:
 
 _print_configuration()
 
+# Next to the library: the torch it was built against, readable (by
+# alexnet_kernels._extension) even when a different torch makes the library fail to load.
+TORCH_VERSION_FILE = "_C.torch_version"
+
+
+class _BuildExtension(BuildExtension.with_options(use_ninja=True)):
+    def build_extension(self, ext) -> None:
+        super().build_extension(ext)
+        library = Path(self.get_ext_fullpath(ext.name))
+        (library.parent / TORCH_VERSION_FILE).write_text(torch.__version__ + "\n")
+
+
 setup(
     ext_modules=[_extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": _BuildExtension},
 )

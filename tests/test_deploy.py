@@ -10,6 +10,7 @@ within the per-dtype tolerance.
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 import textwrap
@@ -274,3 +275,35 @@ def test_aoti_package_runs_in_a_fresh_process(tmp_path: Path) -> None:
     # Without our library the package cannot run: the ops are real calls into it.
     child = run_child("nothing", package, data)
     assert child.returncode != 0 and "alexnet_kernels" in child.stderr, child.stderr[-3000:]
+
+
+# ---- installing: the torch a library was built against ---------------------------------
+# (The wheel itself is built, installed and smoke-tested by scripts/wheel_check.py.)
+
+
+def test_undefined_symbol_names_both_torch_versions(monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: Path) -> None:
+    """A library built for another torch usually fails to load with an undefined symbol;
+    the version the build recorded next to it names the mismatch and the fix."""
+    recorded = tmp_path / "_C.torch_version"
+    recorded.write_text("2.9.0+cu128\n")
+    monkeypatch.setattr(_extension, "_TORCH_VERSION_FILE", recorded)
+
+    def fail(name: str):
+        raise ImportError(f"{tmp_path}/_C.so: undefined symbol: _ZN3c104impl3cow11cow_deleterEPv")
+
+    monkeypatch.setattr(importlib, "import_module", fail)
+    library, error = _extension._load()
+    assert library is None
+    assert "built against torch 2.9.0+cu128" in error and torch.__version__ in error
+    assert "pip install torch==2.9.0" in error and "rebuild" in error
+    assert "undefined symbol" in error
+    # Without the record the message still says what most likely happened.
+    recorded.unlink()
+    _, error = _extension._load()
+    assert "built against another version of torch" in error
+
+
+def test_build_recorded_the_running_torch() -> None:
+    require_native_cpu()
+    assert _extension.built_torch_version() == torch.__version__
