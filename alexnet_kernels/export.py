@@ -133,21 +133,23 @@ def _on_cpu(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]
 
 def export_onnx(model: torch.nn.Module, example_inputs: torch.Tensor | Sequence,
                 path: str | os.PathLike, *, dynamic_batch: bool = True,
-                max_batch: int = DEFAULT_MAX_BATCH) -> Path:
+                max_batch: int = DEFAULT_MAX_BATCH, external_data: bool = False) -> Path:
     """Writes an ONNX model (opset ``onnx_translations.OPSET``) of ``model`` to ``path``.
 
     Our ops become standard ONNX operators (``Conv`` + ``Relu``, ``LRN``, ``MaxPool``;
     dropout disappears in eval mode), through ``torch.onnx.export(dynamo=True)`` with
     :func:`~alexnet_kernels.onnx_translations.translation_table`. The model is traced
     on the CPU (a copy when it lives elsewhere); the file is device-independent. With
-    ``dynamic_batch`` the batch dimension of inputs and outputs is symbolic. Needs
-    the ``export`` extra (onnx, onnxscript, onnxruntime). Returns ``path``.
+    ``dynamic_batch`` the batch dimension of inputs and outputs is symbolic. The
+    weights are inside the file (protobuf's 2 GiB limit: about 500M fp32
+    parameters) unless ``external_data`` puts them into ``<path>.data``. Needs the
+    ``export`` extra (onnx, onnxscript, onnxruntime). Returns ``path``.
     """
     from alexnet_kernels import onnx_translations
 
     model, inputs = _on_cpu(model, _as_tuple(example_inputs))
     program = export(model, inputs, dynamic_batch=dynamic_batch, max_batch=max_batch)
     torch.onnx.export(program, inputs, str(path), dynamo=True, verbose=False,
-                      opset_version=onnx_translations.OPSET,
+                      opset_version=onnx_translations.OPSET, external_data=external_data,
                       custom_translation_table=onnx_translations.translation_table())
     return Path(path)
