@@ -159,10 +159,18 @@ TORCH_VERSION_FILE = "_C.torch_version"
 
 
 class _BuildExtension(BuildExtension.with_options(use_ninja=True)):
-    def build_extension(self, ext) -> None:
-        super().build_extension(ext)
-        library = Path(self.get_ext_fullpath(ext.name))
-        (library.parent / TORCH_VERSION_FILE).write_text(torch.__version__ + "\n")
+    def _version_files(self) -> list[Path]:
+        return [Path(self.get_ext_fullpath(ext.name)).parent / TORCH_VERSION_FILE
+                for ext in self.extensions]
+
+    def run(self) -> None:
+        # After the build, where the library ended up (the source tree with --inplace).
+        super().run()
+        for path in self._version_files():
+            path.write_text(torch.__version__ + "\n")
+
+    def get_outputs(self) -> list[str]:
+        return super().get_outputs() + [str(p) for p in self._version_files()]
 
 
 setup(
