@@ -4,8 +4,9 @@
 #   make demo   verify the kernels against PyTorch and time them on this machine
 #   make test   lint, the test suite (incl. CUDA kernels run on the CPU and Triton
 #               kernels in Triton's interpreter), the op and model tests again on a
-#               CPU-only build, the CUDA resource check when the CUDA kernels were
-#               built, and the Triton kernels compiled for sm_80/sm_90
+#               CPU-only build, the CPU-only wheel installed away from the source
+#               tree and smoke-tested, the CUDA resource check when the CUDA kernels
+#               were built, and the Triton kernels compiled for sm_80/sm_90
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -37,6 +38,7 @@ lint: install
 test: install lint
 	$(PY) -m pytest tests -q
 	$(PY) scripts/cpu_only_build_check.py
+	$(PY) scripts/wheel_check.py
 	$(PY) scripts/resource_report.py --check
 	$(PY) scripts/efficiency_report.py --check
 	env -u TRITON_INTERPRET $(PY) scripts/triton_aot_report.py --check
@@ -45,4 +47,4 @@ demo: install
 	$(PY) -m alexnet_kernels.bench
 
 clean:
-	rm -rf build .emu-build alexnet_kernels/_C*.so *.egg-info $(VENV)
+	rm -rf build .emu-build alexnet_kernels/_C*.so alexnet_kernels/_C.torch_version *.egg-info $(VENV)

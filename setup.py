@@ -153,7 +153,27 @@ def _print_configuration() -> None:
 
 _print_configuration()
 
+# Next to the library: the torch it was built against, readable (by
+# alexnet_kernels._extension) even when a different torch makes the library fail to load.
+TORCH_VERSION_FILE = "_C.torch_version"
+
+
+class _BuildExtension(BuildExtension.with_options(use_ninja=True)):
+    def _version_files(self) -> list[Path]:
+        return [Path(self.get_ext_fullpath(ext.name)).parent / TORCH_VERSION_FILE
+                for ext in self.extensions]
+
+    def run(self) -> None:
+        # After the build, where the library ended up (the source tree with --inplace).
+        super().run()
+        for path in self._version_files():
+            path.write_text(torch.__version__ + "\n")
+
+    def get_outputs(self) -> list[str]:
+        return super().get_outputs() + [str(p) for p in self._version_files()]
+
+
 setup(
     ext_modules=[_extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": _BuildExtension},
 )

@@ -11,6 +11,7 @@ from alexnet_kernels._extension import build_info
 from alexnet_kernels.autotune import set_autotune
 from alexnet_kernels.backends import BACKENDS, get_backend, set_backend, use_backend
 from alexnet_kernels.convert import convert
+from alexnet_kernels.export import export_onnx
 from alexnet_kernels.ops import conv2d_relu, dropout, lrn, max_pool2d
 from alexnet_kernels.summary import summary
 
@@ -24,6 +25,7 @@ __all__ = [
     "conv2d_relu",
     "convert",
     "dropout",
+    "export_onnx",
     "get_backend",
     "lrn",
     "max_pool2d",

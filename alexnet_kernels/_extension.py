@@ -8,6 +8,7 @@ message (what is missing and how to build it).
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from types import ModuleType
 
 import torch
@@ -18,19 +19,41 @@ _BUILD_HINT = (
 )
 
 
+# Written next to the library by setup.py: the torch version it was built against.
+_TORCH_VERSION_FILE = Path(__file__).with_name("_C.torch_version")
+
+
+def built_torch_version() -> str | None:
+    """The torch version the library was built against, as the build recorded it (also
+    when the library cannot be loaded); None when no build recorded it."""
+    try:
+        return _TORCH_VERSION_FILE.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _version_mismatch(built: str) -> str:
+    """Names both torch versions and the two fixes."""
+    release = built.split("+")[0]
+    return (f"alexnet_kernels._C was built against torch {built} but torch {torch.__version__} "
+            f"is running: install the torch it was built for (`pip install torch=={release}`, "
+            f"from the same index for a +variant) or rebuild the library against this torch. "
+            f"{_BUILD_HINT}")
+
+
 def _load() -> tuple[ModuleType | None, str | None]:
     try:
         library = importlib.import_module("alexnet_kernels._C")
     except ImportError as error:
         reason = str(error)
+        built = built_torch_version()
         if "undefined symbol" in reason:
+            if built is not None and built != torch.__version__:
+                return None, f"{_version_mismatch(built)} (loading failed with: {reason})"
             reason += " (the library was most likely built against another version of torch)"
         return None, f"alexnet_kernels._C could not be loaded: {reason}. {_BUILD_HINT}"
     if library.torch_version != torch.__version__:
-        return None, (
-            f"alexnet_kernels._C was built against torch {library.torch_version} but torch "
-            f"{torch.__version__} is running. Rebuild it: {_BUILD_HINT}"
-        )
+        return None, _version_mismatch(library.torch_version)
     return library, None
 
 

@@ -52,7 +52,9 @@ class PoolGeometry:
         self.padding = int_pair("max_pool2d", "padding", padding)
         self.dilation = int_pair("max_pool2d", "dilation", dilation)
         self.ceil_mode = bool(ceil_mode)
-        self.input_shape = tuple(int(s) for s in shape)
+        # A symbolic size (torch.export's dynamic batch) stays symbolic: int() would
+        # specialise the traced graph to the example's size.
+        self.input_shape = tuple(s if isinstance(s, torch.SymInt) else int(s) for s in shape)
         self._check()
         n, c, h, w = self.input_shape
         out_h, out_w = (
