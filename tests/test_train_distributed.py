@@ -21,8 +21,9 @@ import torch.distributed as dist
 from conftest import require_native_cpu
 from train_worker import without_dropout
 
+from alexnet_kernels import distributed
 from alexnet_kernels import train as training
-from alexnet_kernels.data import TrainingSetupError
+from alexnet_kernels.data import EpochBatchSampler, TrainingSetupError
 from alexnet_kernels.reference import TOLERANCES
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
@@ -77,16 +78,12 @@ def untimed(history: list[dict[str, float]]) -> list[dict[str, float]]:
             for row in history]
 
 
-@pytest.fixture(autouse=True)
-def _native() -> None:
-    require_native_cpu()
-
-
 def test_two_processes_train_as_one_with_the_global_batch(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """(a) 2 processes x batch 4 reach, after 2 SGD steps without dropout, the weights,
     momentum and metrics of 1 process x batch 8: DDP averages the ranks' gradients, and
     rank r's shard of each global batch is every 2nd of its images from the r-th on."""
+    require_native_cpu()
     out = tmp_path / "ddp"
     status, output, _ = torchrun(["--no-dropout"], script_options(out, 1, 16, progress=True))
     assert status == 0, output
@@ -178,9 +175,77 @@ def test_resume_with_another_number_of_processes_is_refused(uninterrupted: Path)
 def test_a_killed_rank_fails_the_run_fast(tmp_path: Path) -> None:
     """(d) Rank 1 killed (SIGKILL) after step 1: torchrun exits non-zero within seconds (the
     other rank's collective fails, torchrun stops it), well before --dist-timeout 30."""
+    require_native_cpu()
     status, output, seconds = torchrun(
         ["--send", "SIGKILL", "--after-step", "1"], script_options(tmp_path / "run", 1, 16))
     assert status != 0, output
     assert "exitcode  : -9" in output, output
     assert seconds < 60, seconds
     assert not (tmp_path / "run" / training.CHECKPOINT_NAME).exists()
+
+
+# --- without processes: shards, the launcher's environment, devices -----------------------
+
+
+@pytest.mark.parametrize(("size", "batch", "drop_last"), [(11, 2, True), (5, 2, False)])
+def test_ranks_shard_every_global_batch(size: int, batch: int, drop_last: bool) -> None:
+    """Rank r's batch k is every 2nd key of one process's batch k of 2 x batch, from the
+    r-th on: together the ranks see each of its keys once. 5 keys, batches of 2 x 2
+    without drop_last: [0..3] and [4]; rank 1 has no key in the second, so no batch."""
+    single = EpochBatchSampler(size, PROCESSES * batch, seed=3, shuffle=True,
+                               drop_last=drop_last)
+    ranks = [EpochBatchSampler(size, batch, seed=3, shuffle=True, drop_last=drop_last,
+                               rank=rank, world_size=PROCESSES) for rank in range(PROCESSES)]
+    for sampler in (single, *ranks):
+        sampler.set_epoch(2)
+    expected = list(single)
+    shards = [list(sampler) for sampler in ranks]
+    assert [len(shard) for shard in shards] == [len(sampler) for sampler in ranks]
+    assert ranks[0].batches_per_epoch() == ranks[1].batches_per_epoch() == len(expected)
+    for k, keys in enumerate(expected):
+        for rank in range(PROCESSES):
+            assert (shards[rank][k] if k < len(shards[rank]) else []) == keys[rank::PROCESSES]
+    if not drop_last:
+        assert [len(shard) for shard in shards] == [2, 1]
+    for sampler in ranks:  # a resumed epoch skips the batches already trained
+        sampler.set_epoch(2, start_batch=1)
+    assert [list(sampler) for sampler in ranks] == [shard[1:] for shard in shards]
+
+
+def test_world_from_the_launcher_environment() -> None:
+    assert distributed.from_environment({}) is distributed.SINGLE
+    world = distributed.from_environment({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1",
+                                          "LOCAL_WORLD_SIZE": "2"})
+    assert world == distributed.World(rank=3, size=4, local_rank=1, local_size=2,
+                                      parallel=True)
+    assert not world.is_main
+    with pytest.raises(TrainingSetupError, match="inconsistent launcher variables RANK=4"):
+        distributed.from_environment({"RANK": "4", "WORLD_SIZE": "4"})
+
+
+def test_devices_per_local_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torchrun, cuda is the local rank's GPU; more local processes than GPUs, an
+    explicit GPU index and --sync-bn on the CPU are refused with what to do instead."""
+    world = distributed.World(rank=1, size=2, local_rank=1, local_size=2, parallel=True)
+    assert distributed.device_for(world, "cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(TrainingSetupError, match=r"2 processes on this machine "
+                       r"\(--nproc_per_node\) but 1 GPU visible; start at most 1"):
+        distributed.device_for(world, None)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert distributed.device_for(world, None) == torch.device("cuda", 1)
+    with pytest.raises(TrainingSetupError, match="--device cuda:0: under torchrun each"):
+        distributed.device_for(world, "cuda:0")
+    with pytest.raises(TrainingSetupError, match="--sync-bn: SyncBatchNorm needs GPUs"):
+        distributed.check_sync_bn(world, torch.device("cpu"))
+
+
+def test_rank_streams() -> None:
+    """Rank 0 keeps the seed (its stream is a plain run's); the others get distinct seeds
+    that are a function of (seed, rank) and fit np.random.seed's 32 bits."""
+    seeds = [distributed.rank_seed(7, rank) for rank in range(8)]
+    assert seeds[0] == 7 and len(set(seeds)) == 8
+    assert seeds == [distributed.rank_seed(7, rank) for rank in range(8)]
+    assert all(0 <= seed < 2**32 for seed in seeds)
+    assert distributed.rank_seed(8, 1) != seeds[1]
