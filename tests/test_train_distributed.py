@@ -163,6 +163,22 @@ def test_interrupt_then_resume_is_bit_identical(tmp_path: Path, uninterrupted: P
         assert 0.4 < mask0.float().mean() < 0.6  # p = 0.5
 
 
+def test_ctrl_c_on_one_rank_stops_every_rank(tmp_path: Path) -> None:
+    """SIGINT to rank 1 alone (torchrun does not see it) after step 1: rank 1's flag reaches
+    rank 0 in step 2's all-reduce, both stop after step 2 and exit 0; rank 0 has saved
+    both ranks' RNG states, which differ (rank 1 draws from its own stream)."""
+    require_native_cpu()
+    out = tmp_path / "run"
+    status, output, _ = torchrun(["--send", "SIGINT", "--to", "self", "--after-step", "1"],
+                                 script_options(out, 2, 24))
+    assert status == 0, output
+    stopped = checkpoint(out)
+    assert (stopped["step"], stopped["epoch"], stopped["batch_in_epoch"]) == (2, 0, 2), output
+    rank0, rank1 = stopped["rank_rng"]
+    assert torch.equal(stopped["rng"]["torch"], rank0["torch"])
+    assert not torch.equal(rank0["torch"], rank1["torch"])
+
+
 def test_resume_with_another_number_of_processes_is_refused(uninterrupted: Path) -> None:
     """A 2-process checkpoint resumed by a plain (1-process) run: refused, naming both."""
     config = training.parse_args(script_options(
