@@ -157,24 +157,45 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
     With ``shuffle`` the order is a permutation of ``range(size)`` fixed by
     (seed, epoch), else the natural order. :meth:`set_epoch` chooses the epoch
     and how many of its batches to skip (those a resumed run already trained).
+
+    Data parallel (``world_size`` ranks): the order is cut into global batches
+    of ``batch_size * world_size`` keys, and rank ``rank`` takes every
+    ``world_size``-th key of each, starting at its own (``batch_size`` keys of a
+    full batch); so the ranks together see what one process with the global
+    batch would, in the same order. A last, incomplete global batch (without
+    ``drop_last``) leaves a rank no batch when it has fewer keys than ranks.
     """
 
     def __init__(self, size: int, batch_size: int, seed: int, shuffle: bool,
-                 drop_last: bool) -> None:
+                 drop_last: bool, rank: int = 0, world_size: int = 1) -> None:
         super().__init__()
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, world_size {world_size})")
         self.size, self.batch_size, self.seed = size, batch_size, seed
         self.shuffle, self.drop_last = shuffle, drop_last
+        self.rank, self.world_size = rank, world_size
         self.epoch, self.start_batch = 0, 0
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
 
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.world_size
+
     def batches_per_epoch(self) -> int:
-        full, rest = divmod(self.size, self.batch_size)
+        """Global batches per epoch (the same on every rank)."""
+        full, rest = divmod(self.size, self.global_batch)
         return full if self.drop_last or rest == 0 else full + 1
 
+    def _rank_batches(self) -> int:
+        """Batches of this rank per epoch: one fewer when the last global batch has no key
+        for it."""
+        full, rest = divmod(self.size, self.global_batch)
+        return full if self.drop_last or rest <= self.rank else full + 1
+
     def __len__(self) -> int:
-        return self.batches_per_epoch() - self.start_batch
+        return max(self._rank_batches() - self.start_batch, 0)
 
     def _order(self) -> torch.Tensor:
         if not self.shuffle:
@@ -184,9 +205,9 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         order = self._order().tolist()
-        for batch in range(self.start_batch, self.batches_per_epoch()):
-            indices = order[batch * self.batch_size:(batch + 1) * self.batch_size]
-            yield [(self.epoch, index) for index in indices]
+        for batch in range(self.start_batch, self._rank_batches()):
+            keys = order[batch * self.global_batch:(batch + 1) * self.global_batch]
+            yield [(self.epoch, index) for index in keys[self.rank::self.world_size]]
 
     def state_dict(self) -> dict[str, int]:
         return {"seed": self.seed, "epoch": self.epoch, "start_batch": self.start_batch}

@@ -16,6 +16,13 @@ uninterrupted one, whether it stopped at the end of an epoch or in the middle
 of one (Ctrl-C finishes the current step, saves and exits; a second Ctrl-C
 aborts at once). Needs torchvision: the ``train`` extra,
 ``pip install --no-build-isolation ".[train]"``.
+
+Under ``torchrun`` (see ``alexnet_kernels.distributed``) the same script trains
+data parallel: ``--batch-size`` images per process, each rank its shard of
+every global batch, DistributedDataParallel around the model, dropout drawn
+from a stream per rank, metrics summed over the ranks; rank 0 alone prints,
+logs and writes the checkpoint, which holds every rank's RNG state. Ctrl-C or
+SIGTERM on the launcher or on any rank stops every rank after the same step.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import random
 import signal
 import sys
@@ -42,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from alexnet_kernels import models
+from alexnet_kernels import distributed, models
 from alexnet_kernels._files import write_atomically
 from alexnet_kernels.data import (  # first: says how to install the train extra
     EpochBatchSampler,
@@ -136,6 +144,8 @@ class TrainConfig:
     amp: bool = False
     channels_last: bool = False
     compile: bool = False
+    sync_bn: bool = False
+    dist_timeout: float = 600.0
     device: str | None = None
     seed: int = 0
     out: Path = Path("runs/train")
@@ -244,9 +254,11 @@ def make_optimizer(config: TrainConfig, parameters: Iterator[nn.Parameter]
                            weight_decay=config.weight_decay)
 
 
-def load_splits(config: TrainConfig, spec: ImageSpec) -> Splits:
+def load_splits(config: TrainConfig, spec: ImageSpec,
+                world: distributed.World = distributed.SINGLE) -> Splits:
     """The image folder given by ``--data``, else the bundled digits for ``cifar``,
-    else synthetic images; cut to ``--train-limit`` / ``--val-limit``."""
+    else synthetic images; cut to ``--train-limit`` / ``--val-limit``. Every rank
+    loads the whole splits; its sampler picks its shard."""
     if config.data is not None:
         splits = folder_splits(config.data, spec, config.seed)
     elif config.model == "cifar":
@@ -255,10 +267,13 @@ def load_splits(config: TrainConfig, spec: ImageSpec) -> Splits:
         splits = synthetic_splits(spec, config.seed, config.synthetic_classes,
                                   config.synthetic_size, max(config.synthetic_size // 5, 1))
     splits = splits.limited(config.train_limit, config.val_limit)
-    if len(splits.train) < config.batch_size:
+    if len(splits.train) < config.batch_size * world.size:
+        batch = (f"{config.batch_size}" if world.size == 1 else
+                 f"{world.size} processes x {config.batch_size} = "
+                 f"{config.batch_size * world.size}")
         raise TrainingSetupError(
             f"the training set has {len(splits.train)} images, fewer than one batch "
-            f"({config.batch_size}); lower --batch-size")
+            f"({batch}); lower --batch-size")
     if len(splits.val) == 0:
         raise TrainingSetupError("the validation set is empty")
     return splits
@@ -270,14 +285,17 @@ def _ignore_interrupt(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def loaders(config: TrainConfig, splits: Splits, device: torch.device
+def loaders(config: TrainConfig, splits: Splits, device: torch.device,
+            world: distributed.World = distributed.SINGLE
             ) -> tuple[DataLoader, EpochBatchSampler, DataLoader]:
     """Shuffled training batches (incomplete last batch dropped: BatchNorm needs > 1
-    image) and validation batches in order."""
+    image) and validation batches in order: this rank's shard of each."""
     train_sampler = EpochBatchSampler(len(splits.train), config.batch_size, config.seed,
-                                      shuffle=True, drop_last=True)
+                                      shuffle=True, drop_last=True, rank=world.rank,
+                                      world_size=world.size)
     val_sampler = EpochBatchSampler(len(splits.val), config.batch_size, config.seed,
-                                    shuffle=False, drop_last=False)
+                                    shuffle=False, drop_last=False, rank=world.rank,
+                                    world_size=world.size)
 
     def loader(dataset: SeededAugmentation, sampler: EpochBatchSampler) -> DataLoader:
         # Its own generator: a DataLoader otherwise draws its worker seed from the
@@ -290,9 +308,7 @@ def loaders(config: TrainConfig, splits: Splits, device: torch.device
 
 
 def resolve_device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return distributed.device_for(distributed.SINGLE, name)
 
 
 def autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
@@ -349,8 +365,11 @@ def atomic_torch_save(payload: dict[str, Any], path: Path) -> None:
 
 def checkpoint_payload(config: TrainConfig, num_classes: int, model: nn.Module,
                        optimizer: torch.optim.Optimizer, scheduler: Any,
-                       sampler: EpochBatchSampler, state: TrainState) -> dict[str, Any]:
-    return {
+                       sampler: EpochBatchSampler, state: TrainState,
+                       rank_rngs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What ``--resume`` needs. `rank_rngs`: every rank's RNG states, in rank order, for a
+    data-parallel run (its ``rng`` is then rank 0's); None: this process's alone."""
+    payload = {
         "format": CHECKPOINT_FORMAT,
         "model_name": config.model,
         "num_classes": num_classes,
@@ -366,8 +385,12 @@ def checkpoint_payload(config: TrainConfig, num_classes: int, model: nn.Module,
         "running": dataclasses.asdict(state.running),
         "history": state.history,
         "sampler": sampler.state_dict(),
-        "rng": rng_states(),
+        "rng": rank_rngs[0] if rank_rngs else rng_states(),
+        "world_size": len(rank_rngs) if rank_rngs else 1,
     }
+    if rank_rngs:
+        payload["rank_rng"] = rank_rngs
+    return payload
 
 
 # Options that define what a run computes: a resumed run must keep them, or it would
@@ -397,8 +420,10 @@ def run_option_changes(saved: dict[str, Any], config: TrainConfig) -> list[str]:
     return changes
 
 
-def read_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any]:
-    """The checkpoint at `path`, after checking it was written by this script for this model."""
+def read_checkpoint(path: Path, config: TrainConfig,
+                    world: distributed.World = distributed.SINGLE) -> dict[str, Any]:
+    """The checkpoint at `path`, after checking it was written by this script for this model
+    and as many processes."""
     if not path.is_file():
         raise TrainingSetupError(f"--resume {path}: no such file")
     try:
@@ -423,19 +448,28 @@ def read_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any]:
             f"({'; '.join(changes)}); resume with the same options (only --epochs, --workers, "
             "--device, --backend, --amp, --channels-last, --compile and the output options "
             "may differ)")
+    saved_world = checkpoint.get("world_size", 1)
+    if saved_world != world.size:
+        raise TrainingSetupError(
+            f"--resume {path}: the checkpoint was trained by {saved_world} "
+            f"process{'es' if saved_world != 1 else ''}, this run has {world.size}; resume "
+            f"with {saved_world} (torchrun --nnodes x --nproc_per_node) to continue it exactly "
+            "(the global batch, the shards and the dropout streams depend on it)")
     return checkpoint
 
 
 def restore(checkpoint: dict[str, Any], num_classes: int, model: nn.Module,
-            optimizer: torch.optim.Optimizer, scheduler: Any) -> TrainState:
-    """Loads `checkpoint` into the run's objects and RNGs; the state to continue from."""
+            optimizer: torch.optim.Optimizer, scheduler: Any, rank: int = 0) -> TrainState:
+    """Loads `checkpoint` into the run's objects and rank `rank`'s RNGs; the state to
+    continue from."""
     if checkpoint["num_classes"] != num_classes:
         raise TrainingSetupError(
             f"the checkpoint has {checkpoint['num_classes']} classes, the data {num_classes}")
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
-    restore_rng_states(checkpoint["rng"])
+    restore_rng_states(checkpoint["rank_rng"][rank] if "rank_rng" in checkpoint
+                       else checkpoint["rng"])
     return TrainState(epoch=checkpoint["epoch"], step=checkpoint["step"],
                       batch_in_epoch=checkpoint["batch_in_epoch"],
                       running=EpochMetrics(**checkpoint["running"]),
@@ -443,28 +477,35 @@ def restore(checkpoint: dict[str, Any], num_classes: int, model: nn.Module,
 
 
 class InterruptRequest:
-    """While active, the first Ctrl-C (SIGINT) only sets :attr:`requested`; a second aborts."""
+    """While active, the first Ctrl-C (SIGINT, or one of `signals`) only sets
+    :attr:`requested`; a second aborts. `announce`: say so on stderr."""
 
-    def __init__(self) -> None:
+    def __init__(self, signals: tuple[signal.Signals, ...] = (signal.SIGINT,),
+                 announce: bool = True) -> None:
         self.requested = False
-        self._previous: Any = None
+        self.signals, self.announce = signals, announce
+        self._previous: dict[signal.Signals, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\ninterrupted: finishing this step, then saving a checkpoint "
-              "(Ctrl-C again to abort without saving)", file=sys.stderr)
+        if self.announce:
+            print("\ninterrupted: finishing this step, then saving a checkpoint "
+                  "(Ctrl-C again to abort without saving)", file=sys.stderr)
 
     def __enter__(self) -> InterruptRequest:
         # Signal handlers can only be installed from the main thread.
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in self.signals:
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            if previous is not None:  # None: a handler not installed from Python
+                signal.signal(signum, previous)
+        self._previous = {}
 
 
 def to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device,
@@ -572,7 +613,7 @@ def plot_curves(out: Path, history: list[dict[str, float]]) -> Path | None:
 
 @dataclass
 class Run:
-    """The objects of a run that a checkpoint captures."""
+    """The objects of a run that a checkpoint captures, and the ranks it runs on."""
 
     config: TrainConfig
     model: nn.Module
@@ -581,50 +622,82 @@ class Run:
     sampler: EpochBatchSampler
     num_classes: int
     state: TrainState
+    world: distributed.World = distributed.SINGLE
 
     def save(self) -> None:
-        if self.config.checkpoint:
+        """The checkpoint, written by rank 0 with every rank's RNG states (a collective:
+        every rank calls it)."""
+        if not self.config.checkpoint:
+            return
+        rank_rngs = distributed.gather(self.world, rng_states()) if self.world.parallel else None
+        if self.world.is_main:
             atomic_torch_save(checkpoint_payload(
                 self.config, self.num_classes, self.model, self.optimizer, self.scheduler,
-                self.sampler, self.state), self.config.out / CHECKPOINT_NAME)
+                self.sampler, self.state, rank_rngs), self.config.out / CHECKPOINT_NAME)
 
 
 def build_run(config: TrainConfig, splits: Splits, sampler: EpochBatchSampler,
-              device: torch.device, checkpoint: dict[str, Any] | None) -> Run:
-    """Model, optimizer, ReduceLROnPlateau (on validation error, as the paper) and the state."""
+              device: torch.device, checkpoint: dict[str, Any] | None,
+              world: distributed.World = distributed.SINGLE) -> Run:
+    """Model, optimizer, ReduceLROnPlateau (on validation error, as the paper) and the state.
+
+    Every rank initialises the model from ``--seed``; then rank r > 0 switches to its own
+    random stream (``distributed.rank_seed``) for dropout, while rank 0 goes on with the
+    stream a plain run has. A checkpoint restores each rank's own RNG states.
+    """
     num_classes = len(splits.classes)
     model = VARIANTS[config.model].build(num_classes, MODEL_BACKENDS[config.backend],
                                          image_spec(config).crop)
     model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if config.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = make_optimizer(config, model.parameters())
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=0.1, patience=config.lr_patience)
+    if world.rank > 0:
+        seed_everything(distributed.rank_seed(config.seed, world.rank))
     state = TrainState()
     if checkpoint is not None:
-        state = restore(checkpoint, num_classes, model, optimizer, scheduler)
-    return Run(config, model, optimizer, scheduler, sampler, num_classes, state)
+        state = restore(checkpoint, num_classes, model, optimizer, scheduler, world.rank)
+    return Run(config, model, optimizer, scheduler, sampler, num_classes, state, world)
+
+
+def step_totals(world: distributed.World, device: torch.device, loss: float, correct: int,
+                images: int, stop: bool) -> tuple[float, int, int, bool]:
+    """(mean loss, correct, images, stop) of a step over every rank: this rank's own alone.
+
+    One all-reduce of four numbers per step; `stop` is True on every rank when one asked.
+    """
+    if not world.parallel:
+        return loss, correct, images, stop
+    loss_sum, correct_sum, image_sum, stops = distributed.sum_over_ranks(
+        world, [loss * images, correct, images, float(stop)], device)
+    return loss_sum / image_sum, int(correct_sum), int(image_sum), stops > 0
 
 
 def train_epoch(run: Run, network: nn.Module, loader: DataLoader, device: torch.device,
                 interrupt: InterruptRequest, on_step: Callable[[TrainState], None] | None
                 ) -> bool:
-    """Trains the rest of the current epoch; False when Ctrl-C stopped it early."""
+    """Trains the rest of the current epoch; False when Ctrl-C (on any rank) stopped it
+    early. Running metrics are those of the global batches."""
     config, state = run.config, run.state
     amp = autocast(config, device)
     network.train()
     run.sampler.set_epoch(state.epoch, state.batch_in_epoch)
     total = run.sampler.batches_per_epoch()
-    with progress_bar(config.progress, f"{state.epoch + 1}/{config.epochs}", total,
-                      state.batch_in_epoch) as bar:
+    with progress_bar(config.progress and run.world.is_main,
+                      f"{state.epoch + 1}/{config.epochs}", total, state.batch_in_epoch) as bar:
         show_running(bar, state.running)
         start = time.perf_counter()
         for images, labels in loader:
             images, labels = to_device(images, labels, device, config.channels_last)
             loss, correct = train_step(network, run.optimizer, images, labels, amp)
+            loss, correct, count, stop = step_totals(run.world, device, loss, correct,
+                                                     len(labels), interrupt.requested)
             now = time.perf_counter()
-            state.running.add(loss, correct, len(labels), now - start)
+            state.running.add(loss, correct, count, now - start)
             start = now
             state.step += 1
             state.batch_in_epoch += 1
@@ -633,16 +706,31 @@ def train_epoch(run: Run, network: nn.Module, loader: DataLoader, device: torch.
             bar.update(1)
             if on_step is not None:
                 on_step(state)
-            if interrupt.requested and state.batch_in_epoch < total:
+            # Alone: the request as it stands now; under torchrun: what every rank agreed on
+            # in this step's all-reduce (a later signal stops the ranks after the next step).
+            if not run.world.parallel:
+                stop = interrupt.requested
+            if stop and state.batch_in_epoch < total:
                 return False
     return True
 
 
+def reduced(world: distributed.World, device: torch.device, metrics: EpochMetrics
+            ) -> EpochMetrics:
+    """`metrics` summed over every rank (seconds: this rank's)."""
+    if not world.parallel:
+        return metrics
+    loss_sum, correct, images = distributed.sum_over_ranks(
+        world, [metrics.loss_sum, metrics.correct, metrics.images], device)
+    return EpochMetrics(loss_sum, int(correct), int(images), metrics.seconds)
+
+
 def finish_epoch(run: Run, network: nn.Module, val_loader: DataLoader,
                  device: torch.device) -> dict[str, float]:
-    """Validation, the learning-rate schedule, the log row; starts the next epoch."""
+    """Validation (each rank its shard, metrics summed), the learning-rate schedule, the
+    log row; starts the next epoch."""
     state = run.state
-    val = evaluate(network, val_loader, device, run.config)
+    val = reduced(run.world, device, evaluate(network, val_loader, device, run.config))
     record = epoch_record(state.epoch, state.step, run.optimizer.param_groups[0]["lr"],
                           state.running, val)
     run.scheduler.step(1.0 - val.accuracy)
@@ -653,44 +741,78 @@ def finish_epoch(run: Run, network: nn.Module, val_loader: DataLoader,
     return record
 
 
+def networks(run: Run, device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """What trains (DDP around the model under torchrun; compiled with ``--compile``) and
+    what evaluates: under torchrun the model without DDP, whose forward would otherwise
+    broadcast buffers in a collective that ranks with fewer validation batches skip."""
+    config, world = run.config, run.world
+    trained = distributed.data_parallel(run.model, world, device)
+    network = torch.compile(trained) if config.compile else trained
+    if not world.parallel:
+        return network, network
+    return network, torch.compile(run.model) if config.compile else run.model
+
+
 def train(config: TrainConfig, on_step: Callable[[TrainState], None] | None = None
           ) -> TrainResult:
     """Runs (or, with ``config.resume``, continues) a training run; see the module doc.
 
-    `on_step` is called after every optimizer step with the run's state.
-    Raises TrainingSetupError for unusable data, model names, sizes or checkpoints.
+    Under torchrun this process is one rank of a data-parallel run (it joins the
+    process group here and leaves it on return). `on_step` is called after every
+    optimizer step with the run's state (on every rank). Raises TrainingSetupError for
+    unusable data, model names, sizes, checkpoints or launcher settings.
     """
+    world = distributed.from_environment()
     check_variant(config)
     config = with_recipe(config)
-    checkpoint = read_checkpoint(config.resume, config) if config.resume else None
+    checkpoint = read_checkpoint(config.resume, config, world) if config.resume else None
+    device = distributed.device_for(world, config.device)
+    if config.sync_bn:
+        distributed.check_sync_bn(world, device)
+    distributed.start(world, device, config.dist_timeout)
+    try:
+        return train_on(config, world, device, checkpoint, on_step)
+    finally:
+        distributed.stop(world)
+
+
+def train_on(config: TrainConfig, world: distributed.World, device: torch.device,
+             checkpoint: dict[str, Any] | None,
+             on_step: Callable[[TrainState], None] | None) -> TrainResult:
+    """The training loop of :func:`train`, in this rank's process group if any."""
     spec = image_spec(config)
-    device = resolve_device(config.device)
     seed_everything(config.seed)
-    splits = load_splits(config, spec)
-    train_loader, sampler, val_loader = loaders(config, splits, device)
-    run = build_run(config, splits, sampler, device, checkpoint)
-    network = torch.compile(run.model) if config.compile else run.model
-    say = print if config.progress else (lambda *_: None)
+    splits = load_splits(config, spec, world)
+    train_loader, sampler, val_loader = loaders(config, splits, device, world)
+    run = build_run(config, splits, sampler, device, checkpoint, world)
+    network, eval_network = networks(run, device)
+    say = print if config.progress and world.is_main else (lambda *_: None)
     say(f"{config.model} ({config.backend} backend) on {device}, {spec.crop}x{spec.crop} "
         f"inputs, {splits.description} ({len(splits.train)} train, {len(splits.val)} val images)")
+    if world.parallel:
+        say(f"data parallel: {world.size} processes ({distributed.backend_name()}), batch "
+            f"{config.batch_size} per process, global batch {config.batch_size * world.size}")
     if checkpoint is not None:
         say(f"resumed from {config.resume}: epoch {run.state.epoch + 1}, "
             f"batch {run.state.batch_in_epoch}, step {run.state.step}")
+    signals = (signal.SIGINT, signal.SIGTERM) if world.parallel else (signal.SIGINT,)
     interrupted = False
-    with InterruptRequest() as interrupt:
+    with InterruptRequest(signals, announce=world.is_main) as interrupt:
         while run.state.epoch < config.epochs and not interrupted:
             completed = train_epoch(run, network, train_loader, device, interrupt, on_step)
             if completed:
-                say(summary_line(finish_epoch(run, network, val_loader, device),
+                say(summary_line(finish_epoch(run, eval_network, val_loader, device),
                                  config.epochs))
-                write_logs(config.out, run.state.history)
+                if world.is_main:
+                    write_logs(config.out, run.state.history)
             run.save()
-            interrupted = interrupt.requested and run.state.epoch < config.epochs
+            interrupted = (distributed.any_rank(world, interrupt.requested, device)
+                           and run.state.epoch < config.epochs)
     if interrupted:
         say(f"stopped at epoch {run.state.epoch + 1}, batch {run.state.batch_in_epoch}"
             + (f"; resume with --resume {config.out / CHECKPOINT_NAME}"
                if config.checkpoint else " (no checkpoint: --no-checkpoint)"))
-    plot = plot_curves(config.out, run.state.history)
+    plot = plot_curves(config.out, run.state.history) if world.is_main else None
     if plot is not None:
         say(f"curves: {plot}; log: {config.out / 'log.csv'}")
     return TrainResult(run.model, run.state, interrupted)
@@ -700,6 +822,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
     return value
 
 
@@ -720,7 +849,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive, default=defaults.epochs)
     p.add_argument("--optimizer", choices=OPTIMIZERS,
                    help="default: sgd (the paper), adam for cifar (seed 002)")
-    p.add_argument("--batch-size", type=_positive, help="default: 128, 64 for cifar")
+    p.add_argument("--batch-size", type=_positive,
+                   help="images per process and step (default: 128, 64 for cifar); under "
+                        "torchrun the global batch is this times the number of processes")
     p.add_argument("--lr", type=float, help="initial learning rate; default: 0.01 (sgd), "
                    "0.001 (adam)")
     p.add_argument("--momentum", type=float, default=defaults.momentum, help="SGD only")
@@ -742,6 +873,12 @@ def parser() -> argparse.ArgumentParser:
                    help="bf16 autocast (on CUDA; on the CPU, PyTorch's CPU bf16 autocast)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun on GPUs: BatchNorm layers (--model bn) normalise over "
+                        "the global batch (SyncBatchNorm)")
+    p.add_argument("--dist-timeout", type=_seconds, default=defaults.dist_timeout,
+                   help="under torchrun: seconds a collective waits for the other processes "
+                        "before the run fails (a process that died)")
     p.add_argument("--device", help="default: cuda when available, else cpu")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--out", type=Path, default=defaults.out,
@@ -764,7 +901,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train(config)
     except TrainingSetupError as error:
-        print(f"error: {error}", file=sys.stderr)
+        world = os.environ.get("RANK")
+        print(f"error{f' (rank {world})' if world is not None else ''}: {error}",
+              file=sys.stderr)
         return 2
     return 0
 
