@@ -39,7 +39,11 @@ import sys
 from pathlib import Path
 
 site, source = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
-on_path = [p for p in sys.path if p and Path(p).resolve().is_relative_to(source)]
+# The interpreter's own environment may live inside the checkout (make's .venv): its
+# site-packages is not the source tree.
+prefix = Path(sys.prefix).resolve()
+on_path = [p for p in sys.path if p and Path(p).resolve().is_relative_to(source)
+           and not Path(p).resolve().is_relative_to(prefix)]
 assert not on_path, f"source tree paths on sys.path: {on_path}"
 
 import torch
