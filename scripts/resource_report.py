@@ -134,22 +134,16 @@ GEMM_KERNELS = ("conv2d_relu_forward_kernel", "conv2d_relu_grad_input_kernel",
 def read_tensor_core_opcodes(library: Path) -> dict[tuple[int, str], str]:
     """(arch, short kernel name) -> the tensor-core opcodes in its SASS ("HMMA.16816.F32", ...,
     comma-separated), "-" for none."""
+    from sass_mix import classify, parse  # imported here: sass_mix imports this module
+
     text = subprocess.run([cuda_tool("cuobjdump"), "-sass", str(library)],
                           capture_output=True, text=True, check=True).stdout
-    found: dict[tuple[int, str], set[str]] = {}
-    arch, function = 0, None
-    for line in text.splitlines():
-        if m := re.match(r"\s*arch = sm_(\d+)", line):
-            arch = int(m.group(1))
-        elif m := re.match(r"\s*Function : (\S+)", line):
-            function = m.group(1)
-            found[(arch, function)] = set()
-        elif function is not None and "MMA" in line:
-            found[(arch, function)].update(re.findall(r"\b(H\w*MMA[\w.]*)", line))
-    keys = list(found)
-    names = demangle([name for _, name in keys])
-    return {(arch, short_kernel_name(name)): ", ".join(sorted(found[(arch, mangled)])) or "-"
-            for (arch, mangled), name in zip(keys, names, strict=True)}
+    functions = parse(text)
+    names = demangle([mangled for _, mangled in functions])
+    return {(arch, short_kernel_name(name)):
+            ", ".join(sorted({i.opcode for i in instructions
+                              if classify(i.opcode) == "tensor core"})) or "-"
+            for ((arch, _), instructions), name in zip(functions.items(), names, strict=True)}
 
 
 def tensor_core_problem(short_name: str, opcodes: str) -> str | None:
