@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import require_native_cpu, require_native_cuda
+from helpers import require_native_cpu, require_native_cuda
 
 import alexnet_kernels as ak
 from alexnet_kernels import autotune, backends, reference

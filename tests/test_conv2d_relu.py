@@ -11,11 +11,12 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import (
+from helpers import (
     FLOAT_DTYPES,
     TOLERANCES,
-    TRITON_DEVICE,
     assert_compiled_matches_eager,
+    emulated_ops,
+    placement,
     random_tensor,
     require_native_cpu,
     require_native_cuda,
@@ -75,22 +76,8 @@ def _no_tf32():
         yield
 
 
-def _emulated_ops():
-    import emulated
-
-    return emulated.load()
-
-
 def _pair(value) -> list[int]:
     return list(value) if isinstance(value, tuple) else [value, value]
-
-
-def _context(provider: str):
-    if provider == "native":
-        require_native_cpu()
-    if provider == "native_cuda":
-        require_native_cuda()
-    return contextlib.nullcontext()
 
 
 def _tolerance(actual: torch.Tensor, expected64: torch.Tensor) -> None:
@@ -101,24 +88,18 @@ def _tolerance(actual: torch.Tensor, expected64: torch.Tensor) -> None:
     torch.testing.assert_close(actual.double(), expected64, rtol=rtol, atol=rtol * scale)
 
 
-def _device_and_backend(provider: str) -> tuple[str, str]:
-    """Where an autograd provider runs, and the backend= it passes."""
-    device = {"native_cuda": "cuda", "triton": TRITON_DEVICE}.get(provider, "cpu")
-    return device, "native" if provider == "native_cuda" else provider
-
-
 def forward(provider: str, leaves: list[torch.Tensor], stride, padding, dilation,
             groups) -> torch.Tensor:
     """y alone (no gradients) of one implementation, on CPU tensors; see forward_backward."""
     bias = leaves[2] if len(leaves) == 3 else None
     if provider == "emulated_cuda":
-        return _emulated_ops().conv2d_relu(leaves[0], leaves[1], bias, _pair(stride),
+        return emulated_ops().conv2d_relu(leaves[0], leaves[1], bias, _pair(stride),
                                            _pair(padding), _pair(dilation), groups)
-    device, backend = _device_and_backend(provider)
-    with _context(provider), torch.no_grad():
-        y = ak.conv2d_relu(leaves[0].to(device), leaves[1].to(device),
-                           None if bias is None else bias.to(device), stride, padding, dilation,
-                           groups, backend=backend)
+    where = placement(provider)
+    with where.context, torch.no_grad():
+        y = ak.conv2d_relu(leaves[0].to(where.device), leaves[1].to(where.device),
+                           None if bias is None else bias.to(where.device), stride, padding,
+                           dilation, groups, backend=where.backend)
     return y.cpu()
 
 
@@ -131,7 +112,7 @@ def forward_backward(provider: str, leaves: list[torch.Tensor], stride, padding,
     """
     dtype = leaves[0].dtype
     if provider == "emulated_cuda":
-        ops = _emulated_ops()
+        ops = emulated_ops()
         x, w = leaves[0], leaves[1]
         b = leaves[2] if len(leaves) == 3 else None
         arguments = (_pair(stride), _pair(padding), _pair(dilation), groups)
@@ -139,13 +120,13 @@ def forward_backward(provider: str, leaves: list[torch.Tensor], stride, padding,
         grad_y = random_tensor(tuple(y.shape), dtype, seed + 3)
         grads = ops.conv2d_relu_backward(grad_y, x, w, y, *arguments, [True, True, b is not None])
         return y, grad_y, list(grads[:len(leaves)])
-    device, backend = _device_and_backend(provider)
-    with _context(provider):
-        inputs = [t.to(device).requires_grad_() for t in leaves]
+    where = placement(provider)
+    with where.context:
+        inputs = [t.to(where.device).requires_grad_() for t in leaves]
         y = ak.conv2d_relu(inputs[0], inputs[1], inputs[2] if len(inputs) == 3 else None,
-                           stride, padding, dilation, groups, backend=backend)
+                           stride, padding, dilation, groups, backend=where.backend)
         grad_y = random_tensor(tuple(y.shape), dtype, seed + 3)
-        y.backward(grad_y.to(device))
+        y.backward(grad_y.to(where.device))
     return y.detach().cpu(), grad_y, [t.grad.cpu() for t in inputs]
 
 
@@ -275,7 +256,7 @@ def test_tf32_native_cuda() -> None:
 
 
 def test_requested_gradients_and_empty_batch_emulated_cuda() -> None:
-    ops = _emulated_ops()
+    ops = emulated_ops()
     arguments = ([1, 1], [1, 1], [1, 1], 1)
     x = random_tensor((2, 3, 6, 5), torch.float32, seed=60)
     w = random_tensor((4, 3, 3, 3), torch.float32, seed=61)
@@ -298,7 +279,7 @@ def test_requested_gradients_and_empty_batch_emulated_cuda() -> None:
 def test_weight_gradient_is_deterministic_emulated_cuda() -> None:
     """Split-K partials are summed in slice order by a second kernel: two runs
     agree bit for bit (with atomics the order, and so the rounding, would vary)."""
-    ops = _emulated_ops()
+    ops = emulated_ops()
     arguments = ([1, 1], [0, 0], [1, 1], 1)
     x = random_tensor((2, 2, 30, 30), torch.float32, seed=64)  # K = 2 * 28 * 28: many slices
     w = random_tensor((3, 2, 3, 3), torch.float32, seed=65)
@@ -313,7 +294,7 @@ def test_weight_gradient_is_deterministic_emulated_cuda() -> None:
 
 
 def test_gradcheck_emulated_cuda() -> None:
-    ops = _emulated_ops()
+    ops = emulated_ops()
     arguments = ([2, 1], [1, 1], [1, 1], 2)
 
     class EmulatedConv2dRelu(torch.autograd.Function):
@@ -413,7 +394,7 @@ def test_torch_compile_fullgraph() -> None:
 def test_autocast_runs_in_the_autocast_dtype_as_conv2d_does(provider: str) -> None:
     """Under autocast our op casts its fp32 operands as autocast casts F.conv2d's, and
     agrees with eager on them; gradients reach the fp32 leaves in fp32."""
-    with _context(provider):
+    with placement(provider).context:
         torch.manual_seed(2)
         conv = torch.nn.Conv2d(5, 7, 3, stride=2, padding=1)
         ours = ak.nn.Conv2dReLU(5, 7, 3, stride=2, padding=1, backend=provider)
@@ -579,7 +560,7 @@ def test_regression_raw_op_refuses_a_window_that_does_not_fit(provider: str) -> 
     """(4 - 5) // 2 + 1 is 1 with a truncating division: the registered op accepted a
     kernel wider than its input at stride 2 and computed an output from outside it."""
     require_native_cpu()
-    op = (_emulated_ops() if provider == "emulated_cuda" else torch.ops.alexnet_kernels)
+    op = (emulated_ops() if provider == "emulated_cuda" else torch.ops.alexnet_kernels)
     with pytest.raises(RuntimeError, match="smaller than the \\(dilated\\) kernel"):
         op.conv2d_relu(torch.randn(1, 2, 4, 4), torch.randn(3, 2, 5, 5), None, [2, 2], [0, 0],
                        [1, 1], 1)

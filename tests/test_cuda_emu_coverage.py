@@ -18,7 +18,7 @@ from pathlib import Path
 import emulated
 import pytest
 import torch
-from conftest import random_tensor
+from helpers import random_tensor
 
 TESTS = Path(__file__).resolve().parent
 
@@ -128,15 +128,16 @@ def test_pretends_to_launch():
 
 
 def run_fake_project(tmp_path: Path, args: list[str], pretend: bool) -> subprocess.CompletedProcess:
-    """pytest in a copy of tests/conftest.py and tests/emulated.py next to a
+    """pytest in a copy of tests/conftest.py, helpers.py and emulated.py next to a
     fake csrc/ with one kernel, fake_kernel, which nothing really launches."""
     (tmp_path / "csrc" / "kernels").mkdir(parents=True)
     (tmp_path / "csrc" / "kernels" / "fake.cuh").write_text(
         "template <typename T>\n__global__ void __launch_bounds__(64) fake_kernel(T* x) {}\n")
-    (tmp_path / "pytest.ini").write_text("[pytest]\n")  # rootdir: tmp_path, as in the repo
+    # rootdir tmp_path and tests/ on sys.path, as in the repo's pyproject.toml
+    (tmp_path / "pytest.ini").write_text("[pytest]\npythonpath = tests\n")
     tests = tmp_path / "tests"
     tests.mkdir()
-    for name in ("conftest.py", "emulated.py"):
+    for name in ("conftest.py", "helpers.py", "emulated.py"):
         shutil.copy(TESTS / name, tests / name)
     (tests / "test_fake.py").write_text(f"PRETEND = {pretend}\n" + textwrap.dedent(FAKE_TEST))
     (tests / "test_other.py").write_text("def test_other():\n    pass\n")

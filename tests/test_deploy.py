@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_close_to_reference, random_tensor, require_native_cpu
+from helpers import assert_close_to_reference, random_tensor, require_native_cpu
 from test_models import VARIANTS, assert_net_close
 
 import alexnet_kernels as ak

@@ -8,10 +8,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import (
+from helpers import (
     FLOAT_DTYPES,
+    KERNEL_PROVIDERS,
     NATIVE_CPU_PROVIDERS,
     assert_close_to_reference,
+    emulated_ops,
     native_cpu_context,
     random_tensor,
     require_native_cpu,
@@ -53,15 +55,9 @@ def seed_offset(seed: int, offset: int) -> torch.Tensor:
 
 # ---- providers ---------------------------------------------------------------
 
-def _emulated_ops():
-    import emulated
-
-    return emulated.load()
-
-
 def run_op(provider: str, x: torch.Tensor, so: torch.Tensor, p: float) -> torch.Tensor:
     if provider == "emulated_cuda":
-        return _emulated_ops().dropout(x, so, p)
+        return emulated_ops().dropout(x, so, p)
     if provider in NATIVE_CPU_PROVIDERS:
         with native_cpu_context(provider):
             return torch.ops.alexnet_kernels.dropout(x, so, p)
@@ -73,7 +69,7 @@ def keep_mask(provider: str, shape, so: torch.Tensor, p: float) -> torch.Tensor:
     return run_op(provider, torch.ones(shape), so, p) != 0
 
 
-PROVIDERS = ["native", "native_avx2", "native_baseline", "emulated_cuda", "native_cuda"]
+PROVIDERS = KERNEL_PROVIDERS
 
 
 # ---- the generator and the convention ----------------------------------------
@@ -81,7 +77,7 @@ PROVIDERS = ["native", "native_avx2", "native_baseline", "emulated_cuda", "nativ
 @pytest.mark.parametrize("case", range(len(PHILOX_KAT)))
 def test_philox_known_answers_emulated_cuda(case: int) -> None:
     counter, key, expected = PHILOX_KAT[case]
-    assert [w & MASK32 for w in _emulated_ops().philox4x32_10(counter, key)] == list(expected)
+    assert [w & MASK32 for w in emulated_ops().philox4x32_10(counter, key)] == list(expected)
     assert philox_py(counter, key) == list(expected)
 
 
@@ -148,9 +144,9 @@ def test_key_read_by_the_kernel_gives_the_same_mask(case: str, dtype: torch.dtyp
     x = MASK_CASES[case]().to(dtype)
     so = seed_offset(2**63 + 77, 2**32 + 8)
     by_value = run_op("emulated_cuda", x, so, 0.35)
-    in_memory = _emulated_ops().dropout_key_in_memory(x, so, 0.35)
+    in_memory = emulated_ops().dropout_key_in_memory(x, so, 0.35)
     assert torch.equal(by_value, in_memory)
-    other = _emulated_ops().dropout_key_in_memory(x, seed_offset(2**63 + 78, 2**32 + 8), 0.35)
+    other = emulated_ops().dropout_key_in_memory(x, seed_offset(2**63 + 78, 2**32 + 8), 0.35)
     assert not torch.equal(by_value, other)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from conftest import require_native_cpu
+from helpers import require_native_cpu
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import alexnet_kernels  # noqa: F401  (registers the ops and their fake kernels)

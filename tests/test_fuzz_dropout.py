@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FLOAT_DTYPES, TRITON_DTYPES
 from fuzz_support import (
     Result,
     assert_close,
@@ -24,7 +23,7 @@ from fuzz_support import (
     draw_tensor,
     exact_subnormals,
 )
-from helpers import FRONT_END_PROVIDERS, emulated_ops, placement
+from helpers import FLOAT_DTYPES, FRONT_END_PROVIDERS, TRITON_DTYPES, emulated_ops, placement
 from hypothesis import given
 from hypothesis import strategies as st
 from test_dropout import PHILOX_KAT

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FLOAT_DTYPES, TRITON_DTYPES
 from fuzz_support import (
     Result,
     assert_close,
@@ -16,7 +15,7 @@ from fuzz_support import (
     draw_tensor,
     exact_subnormals,
 )
-from helpers import FRONT_END_PROVIDERS, emulated_ops, placement
+from helpers import FLOAT_DTYPES, FRONT_END_PROVIDERS, TRITON_DTYPES, emulated_ops, placement
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FLOAT_DTYPES, TRITON_DTYPES
 from fuzz_support import (
     Result,
     arrange,
@@ -17,7 +16,7 @@ from fuzz_support import (
     exact_subnormals,
     run,
 )
-from helpers import FRONT_END_PROVIDERS, emulated_ops, placement
+from helpers import FLOAT_DTYPES, FRONT_END_PROVIDERS, TRITON_DTYPES, emulated_ops, placement
 from hypothesis import given
 from hypothesis import strategies as st
 from test_max_pool import reference_gradient_of

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import math
 from collections.abc import Callable
@@ -10,15 +9,15 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import (
+from helpers import (
     FLOAT_DTYPES,
-    TRITON_DEVICE,
+    KERNEL_PROVIDERS,
     assert_close_to_reference,
     assert_compiled_matches_eager,
-    native_cpu_context,
+    emulated_ops,
+    placement,
     random_tensor,
     require_native_cpu,
-    require_native_cuda,
 )
 
 import alexnet_kernels as ak
@@ -46,32 +45,19 @@ ODD_CASES = [
 # ---- providers ---------------------------------------------------------------
 
 
-def _emulated_ops():
-    import emulated
-
-    return emulated.load()
-
-
 def forward_backward(provider: str, x: torch.Tensor, grad_y: torch.Tensor,
                      params: tuple) -> tuple[torch.Tensor, torch.Tensor]:
     """(y, grad_x) of one implementation, all on CPU tensors."""
     size, alpha, beta, k = params
     if provider == "emulated_cuda":
-        ops = _emulated_ops()
+        ops = emulated_ops()
         y = ops.lrn(x, size, alpha, beta, k)
         return y, ops.lrn_backward(grad_y, x, y, size, alpha, beta, k)
-    backend = "native"
-    if provider == "triton":
-        backend, device, context = "triton", TRITON_DEVICE, contextlib.nullcontext()
-    elif provider == "native_cuda":
-        require_native_cuda()
-        device, context = "cuda", contextlib.nullcontext()
-    else:
-        device, context = "cpu", native_cpu_context(provider)
-    with context:
-        xd = x.detach().to(device).requires_grad_()
-        y = ak.lrn(xd, size, alpha, beta, k, backend=backend)
-        y.backward(grad_y.to(device))
+    where = placement(provider)
+    with where.context:
+        xd = x.detach().to(where.device).requires_grad_()
+        y = ak.lrn(xd, size, alpha, beta, k, backend=where.backend)
+        y.backward(grad_y.to(where.device))
     return y.detach().cpu(), xd.grad.cpu()
 
 
@@ -101,7 +87,7 @@ def check_against_reference(provider: str, shape, dtype, params, seed: int,
 
 # "native" runs the CPU kernels' widest instruction set; the two forced
 # variants run the narrower ones (skipped where the CPU lacks them).
-PROVIDERS = ["native", "native_avx2", "native_baseline", "emulated_cuda", "native_cuda"]
+PROVIDERS = KERNEL_PROVIDERS
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -172,7 +158,7 @@ def test_gradcheck() -> None:
 
 
 def test_gradcheck_emulated_cuda() -> None:
-    ops = _emulated_ops()
+    ops = emulated_ops()
 
     class EmulatedLrn(torch.autograd.Function):
         @staticmethod

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import (
+from helpers import (
     FLOAT_DTYPES,
-    TRITON_DEVICE,
+    KERNEL_PROVIDERS,
     assert_close_to_reference,
     assert_compiled_matches_eager,
     cpu_capability,
+    emulated_ops,
     native_cpu_context,
+    placement,
     random_tensor,
     require_native_cpu,
-    require_native_cuda,
 )
 
 import alexnet_kernels as ak
@@ -42,40 +42,27 @@ ODD_SHAPES = [(2, 3, 7, 9), (1, 5, 13, 6), (3, 2, 8, 8)]
 # AlexNet's pooling layers: 55 -> 27, 27 -> 13, 13 -> 6.
 ALEXNET_SHAPES = [(2, 96, 55, 55), (2, 256, 27, 27), (2, 256, 13, 13)]
 
-PROVIDERS = ["native", "native_avx2", "native_baseline", "emulated_cuda", "native_cuda"]
+PROVIDERS = KERNEL_PROVIDERS
 
 
 # ---- providers ---------------------------------------------------------------
-
-def _emulated_ops():
-    import emulated
-
-    return emulated.load()
-
 
 def forward_backward(provider: str, x: torch.Tensor, grad_y: torch.Tensor | None,
                      window: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(y, indices, grad_x) of one implementation on CPU tensors (4-D x)."""
     geometry = PoolGeometry(x.shape, *window)
     if provider == "emulated_cuda":
-        ops = _emulated_ops()
+        ops = emulated_ops()
         y, argmax = ops.max_pool2d(x, *geometry.op_arguments())
         grad_x = None if grad_y is None else ops.max_pool2d_backward(
             grad_y, argmax, list(x.shape), *geometry.op_arguments())
         return y, argmax_to_indices(argmax, geometry), grad_x
-    backend = "native"
-    if provider == "native_cuda":
-        require_native_cuda()
-        device, context = "cuda", contextlib.nullcontext()
-    elif provider == "triton":  # tests/triton
-        device, context, backend = TRITON_DEVICE, contextlib.nullcontext(), "triton"
-    else:
-        device, context = "cpu", native_cpu_context(provider)
-    with context:
-        xd = x.detach().to(device).requires_grad_()
-        y, indices = ak.max_pool2d(xd, *window, return_indices=True, backend=backend)
+    where = placement(provider)
+    with where.context:
+        xd = x.detach().to(where.device).requires_grad_()
+        y, indices = ak.max_pool2d(xd, *window, return_indices=True, backend=where.backend)
         if grad_y is not None:
-            y.backward(grad_y.to(device))
+            y.backward(grad_y.to(where.device))
     grad_x = None if grad_y is None else xd.grad.cpu()
     return y.detach().cpu(), indices.cpu(), grad_x
 
@@ -261,7 +248,7 @@ def test_regression_raw_op_takes_aten_pairs(provider: str) -> None:
     """The registered op takes its pairs as ATen's pooling does: one element for both
     axes, an empty stride for the kernel size (it refused one element before)."""
     require_native_cpu()
-    ops = _emulated_ops() if provider == "emulated_cuda" else torch.ops.alexnet_kernels
+    ops = emulated_ops() if provider == "emulated_cuda" else torch.ops.alexnet_kernels
     x = random_tensor((2, 3, 9, 8), torch.float32, seed=82)
     y, argmax = ops.max_pool2d(x, [3], [], [1], [2], False)
     y_pairs, argmax_pairs = ops.max_pool2d(x, [3, 3], [3, 3], [1, 1], [2, 2], False)
@@ -418,7 +405,7 @@ def test_gradcheck(channels_last: bool) -> None:
 
 
 def test_gradcheck_emulated_cuda() -> None:
-    ops = _emulated_ops()
+    ops = emulated_ops()
     geometry = PoolGeometry((1, 2, 6, 7), 3, 2, 1, 1, True)
 
     class EmulatedMaxPool(torch.autograd.Function):
@@ -572,5 +559,5 @@ def test_grid_stride_loop_ends_before_int32_overflow(first: int, step: int, n: i
     """The CUDA kernels walk a plane of up to 2**31 - 1 elements with 32-bit indices in
     steps of the whole grid; near 2**31, ``i += step`` would wrap to a negative index that
     passes ``i < n``, so the loop's next index must end it instead."""
-    visited = _emulated_ops().grid_stride_indices(first, step, n, 8)
+    visited = emulated_ops().grid_stride_indices(first, step, n, 8)
     assert visited == list(range(first, n, step))

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import random_tensor, require_native_cpu, require_native_cuda
+from helpers import random_tensor, require_native_cpu, require_native_cuda
 from torch import nn
 
 import alexnet_kernels

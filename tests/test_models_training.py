@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import random_tensor, require_native_cpu
+from helpers import random_tensor, require_native_cpu
 from test_models import assert_net_close
 from torch import nn
 

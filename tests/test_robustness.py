@@ -20,7 +20,7 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import random_tensor, require_native_cpu
+from helpers import random_tensor, require_native_cpu
 from test_fuzz_dropout import drawn_seed, keep_mask
 
 import alexnet_kernels as ak

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-roofline = importlib.import_module("roofline")
-sass_mix = importlib.import_module("sass_mix")
+import roofline  # scripts/roofline.py
+import sass_mix
 
 # 1 SM at 1 GHz: 4e9 warp instructions per second; 1000 GB/s; 1 TFLOP/s everywhere.
 TOY = roofline.GpuSpec("toy", sms=1, clock_ghz=1.0, dram_gbs=1000.0, fp32_tflops=1.0,

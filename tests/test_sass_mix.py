@@ -3,15 +3,8 @@ counts are known, and on the built library when it has CUDA kernels."""
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
-
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-sass_mix = importlib.import_module("sass_mix")
+import sass_mix  # scripts/sass_mix.py
 
 
 def listing(function: str, body: list[str], arch: int = 80) -> str:
@@ -125,7 +118,7 @@ def test_every_built_gemm_kernel_has_a_main_loop() -> None:
     extension = pytest.importorskip("alexnet_kernels._C")
     if not extension.with_cuda:
         pytest.skip("CPU-only build: no CUDA kernels to read")
-    resource_report = importlib.import_module("resource_report")
+    import resource_report
     mixes = sass_mix.read(resource_report.library_path(), resource_report.cuda_tool("cuobjdump"))
     gemms = [m for m in mixes if m.gemm]
     assert gemms

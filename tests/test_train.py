@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import require_native_cpu
+from helpers import require_native_cpu
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from alexnet_kernels import train as training

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import require_native_cpu
+from helpers import require_native_cpu
 from train_worker import without_dropout
 
 from alexnet_kernels import distributed

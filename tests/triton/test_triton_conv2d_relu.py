@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import (
+from helpers import (
     TRITON_DEVICE,
     TRITON_DTYPES,
     assert_close_to_reference,

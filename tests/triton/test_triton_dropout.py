@@ -1,12 +1,12 @@
 """Dropout in Triton: the same mask as the CPU kernel (and so the CUDA kernel),
 PyTorch's formula for kept values, autograd. Runs in Triton's interpreter on
-machines without a GPU (tests/triton/conftest.py)."""
+machines without a GPU (helpers.TRITON_DEVICE)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import (
+from helpers import (
     TRITON_DEVICE,
     TRITON_DTYPES,
     assert_close_to_reference,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import (
+from helpers import (
     TRITON_DEVICE,
     TRITON_DTYPES,
     assert_close_to_reference,

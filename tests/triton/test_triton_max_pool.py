@@ -1,12 +1,12 @@
 """Max pooling in Triton against F.max_pool2d in float64 and against the CPU
 kernel (same y, same argmax). Runs in Triton's interpreter on machines without
-a GPU (tests/triton/conftest.py)."""
+a GPU (helpers.TRITON_DEVICE)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import (
+from helpers import (
     TRITON_DEVICE,
     TRITON_DTYPES,
     assert_close_to_reference,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TRITON_DEVICE
+from helpers import TRITON_DEVICE
 from test_models import check_backend_matches_torch
 from test_models_training import check_train_step_matches_pytorch
 
