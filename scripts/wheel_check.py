@@ -1,4 +1,9 @@
-"""Builds the CPU-only wheel and smoke-tests it installed away from the source tree.
+"""Builds the CPU-only wheel, smoke-tests it installed away from the source tree, and
+runs the op and model tests against it.
+
+The test suite otherwise runs against whatever the main build is; on a machine with
+nvcc that is the CUDA build, so the CPU-only build -- the one users without a toolkit
+get -- would never be compiled or loaded. Here it is, once, as the wheel:
 
 1. copies the project's files (git's tracked and untracked-but-not-ignored ones)
    to a temporary folder, so no build output of the checkout ends up in the wheel;
@@ -13,9 +18,13 @@
    install maps the package to) and that no path of the source tree is on
    ``sys.path``, then runs every op forward and backward against the PyTorch
    reference and a model forward + backward; then ``python -m
-   alexnet_kernels.env_report`` the same way.
+   alexnet_kernels.env_report`` the same way;
+6. runs the tests of every op, of the models and of the autotuner with SITE first
+   on ``PYTHONPATH`` (the CUDA-emulation tests, which do not use the library, are
+   left out), after checking in the same environment that SITE's CPU-only library
+   is the one imported.
 
-    python scripts/wheel_check.py [--keep DIR]
+    python scripts/wheel_check.py [--keep DIR] [--no-tests] [-- extra pytest arguments]
 
 Exit status 0 when every step passed.
 """
@@ -33,6 +42,22 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+TEST_FILES = ["test_lrn.py", "test_max_pool.py", "test_dropout.py", "test_conv2d_relu.py",
+              "test_models.py", "test_autotune.py"]
+# Asserted where the tests run (argv[1]: SITE): the library imported is SITE's CPU-only one
+# and not the checkout's, which an editable install maps the package to.
+LOAD_CHECK = """
+import sys
+from pathlib import Path
+import alexnet_kernels
+from alexnet_kernels import _extension
+site = Path(sys.argv[1]).resolve()
+loaded = Path(alexnet_kernels.__file__).resolve().parent.parent
+assert loaded == site, f"alexnet_kernels was imported from {loaded}, not {site}"
+assert _extension.is_loaded(), _extension.load_error()
+assert not _extension.with_cuda(), "the CPU-only library reports CUDA kernels"
+print(f"CPU-only library loaded from {loaded}")
+"""
 # Checked in the installed copy (argv[1]: SITE, argv[2]: the source tree).
 SMOKE = r"""
 import sys
@@ -160,9 +185,21 @@ def run_step(name: str, command: list[str], **kwargs) -> None:
     print(f"[{name}: {time.perf_counter() - start:.1f} s]")
 
 
+def run_tests(site: Path, cwd: Path, pytest_args: list[str]) -> None:
+    """Step 6: the op, model and autotuner tests against the installed wheel."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(site)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    run_step("load check", [sys.executable, "-c", LOAD_CHECK, str(site)], cwd=cwd, env=env)
+    tests = [str(ROOT / "tests" / name) for name in TEST_FILES]
+    run_step("tests", [sys.executable, "-m", "pytest", *tests, "-q", "-p", "no:cacheprovider",
+                       "-k", "not emulated", *pytest_args], cwd=cwd, env=env)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    parser.add_argument("--no-tests", action="store_true", help="stop after step 5")
+    parser.add_argument("pytest_args", nargs="*", help="passed to pytest in step 6 (after --)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="ak-wheel-") as folder:
         work = args.keep or Path(folder)
@@ -181,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
                                     str(ROOT)], cwd=cwd, env=env)
             run_step("env_report", [sys.executable, "-s", "-P", "-m",
                                     "alexnet_kernels.env_report"], cwd=cwd, env=env)
+            if not args.no_tests:
+                run_tests(site, cwd, args.pytest_args)
         except subprocess.CalledProcessError as error:
             print(f"wheel check failed: {error}", file=sys.stderr)
             return 1
