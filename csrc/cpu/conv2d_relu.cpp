@@ -8,7 +8,7 @@
 // 5-18% faster than convolving and then applying ReLU, bit-identical), else
 // in place on the convolution's output; eager F.relu allocates and writes a
 // second activation-sized tensor. The backward masks grad_y as eager's ReLU
-// backward does (threshold_backward: zero where y <= 0, so a NaN passes), then
+// backward does (zero where y <= 0, so a NaN passes; csrc/cpu/relu_mask.h), then
 // runs one convolution backward for the gradients that are asked for.
 //
 // oneDNN's ReLU post-op turns a NaN pre-activation into 0, where F.relu keeps
@@ -32,7 +32,6 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/relu.h>
-#include <ATen/ops/threshold_backward.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -48,6 +47,7 @@
 #include "conv2d_relu.h"
 #include "cpu/conv2d_relu_fusion.h"
 #include "cpu/max_abs_cache.h"
+#include "cpu/relu_mask.h"
 
 namespace alexnet_kernels {
 namespace {
@@ -204,7 +204,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_relu_backward_cpu(
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
     std::array<bool, 3> output_mask) {
   check_conv2d_relu_backward_arguments(grad_y, x, weight, y, stride, padding, dilation, groups);
-  const at::Tensor masked = at::threshold_backward(grad_y, y, 0);
+  const at::Tensor masked = cpu::relu_backward(grad_y, y);
   const std::array<int64_t, 1> bias_sizes{weight.size(0)};
   auto [grad_x, grad_w, grad_b] = at::convolution_backward(
       masked, x, weight, bias_sizes, stride, padding, dilation, /*transposed=*/false,
