@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import (
     NATIVE_CPU_PROVIDERS,
+    assert_close_to_reference,
     native_cpu_context,
     random_tensor,
     require_native_cpu,
@@ -81,3 +82,22 @@ def test_relu_mask_of_differently_laid_out_operands() -> None:
     expected = torch.ops.aten.threshold_backward(grad_y.double(), y.double(), 0)
     assert torch.equal(_masked_by_the_op(grad_y, y).double(), expected)
 
+
+
+def test_a_freed_large_output_is_reused_and_fully_rewritten() -> None:
+    """Outputs of 16 MiB and more come from blocks that the next output of the same
+    size reuses (no fresh pages to fault in on every training step). A reused block
+    holds the previous output until the kernel overwrites all of it, so the values
+    are the check that matters; the address alone could also come back from the OS."""
+    require_native_cpu()
+    x = random_tensor((1, 64, 256, 256), torch.float32, seed=115)  # 16.8 MB
+    first = torch.ops.alexnet_kernels.lrn(x, 5, 1e-4, 0.75, 2.0)
+    address = first.data_ptr()
+    del first
+    # An unmapped block's addresses would go to the next mapping of that size: this one.
+    unrelated = torch.empty(x.shape)
+    other = x.flip(1).contiguous()
+    second = torch.ops.alexnet_kernels.lrn(other, 5, 1e-4, 0.75, 2.0)
+    assert second.data_ptr() == address and unrelated.data_ptr() != address
+    expected = torch.nn.functional.local_response_norm(other.double(), 5, 1e-4, 0.75, 2.0)
+    assert_close_to_reference(second, expected)
