@@ -74,3 +74,25 @@ def test_training_step(benchmark, name: str, provider: str) -> None:
 
     run(benchmark, synchronized(step), f"training-step-{name}", rounds=ROUNDS,
         provider=provider, model_batch=BATCH, images_per_call=BATCH)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("name", list(INPUT_SIDE))
+def test_training_step_bf16_autocast(benchmark, name: str, provider: str) -> None:
+    """The training step of an fp32 network under ``torch.autocast`` to bfloat16 (our ops
+    get bf16 activations from the autocast convolutions and stay in bf16)."""
+    if DTYPE is not torch.float32:
+        pytest.skip("autocast runs an fp32 network; AK_BENCH_DTYPE=fp32 only")
+    model = _network(name, provider).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    images, labels = _inputs(name)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(DEVICE.type, torch.bfloat16):
+            loss = F.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+
+    run(benchmark, synchronized(step), f"training-step-bf16-autocast-{name}", rounds=ROUNDS,
+        provider=provider, model_batch=BATCH, images_per_call=BATCH)

@@ -24,6 +24,7 @@ from helpers import (
 
 import alexnet_kernels as ak
 from alexnet_kernels import backends
+from alexnet_kernels.nn import Conv2dReLU
 
 # (input (C, H, W), weight (Cout, Cin / groups, KH, KW), stride, padding, groups):
 # every convolution of torchvision's AlexNet and of the paper's (grouped) one.
@@ -599,3 +600,45 @@ def test_regression_a_strided_bias_is_read_by_its_strides() -> None:
     bias = random_tensor((8,), torch.float32, seed=101)[::2]
     y = torch.ops.alexnet_kernels.conv2d_relu(x, w, bias, [1, 1], [1, 1], [1, 1], 1)
     assert torch.equal(y, F.relu(F.conv2d(x, w, bias.contiguous(), padding=1)))
+
+
+def _in_place_changes() -> list[Callable[[torch.nn.Module], None]]:
+    """Ways a module's weight or bias changes in place between calls, each putting a NaN
+    into it."""
+    def set_weight_item(conv: torch.nn.Module) -> None:
+        with torch.no_grad():
+            conv.weight[1, 0, 1, 1] = math.nan
+
+    def optimizer_step(conv: torch.nn.Module) -> None:
+        conv.weight.grad = torch.zeros_like(conv.weight)
+        conv.weight.grad[2, 1, 1, 1] = math.nan
+        torch.optim.SGD(conv.parameters(), lr=1.0).step()
+
+    def load_state_dict(conv: torch.nn.Module) -> None:
+        state = {k: v.clone() for k, v in conv.state_dict().items()}
+        state["bias"][0] = math.nan
+        conv.load_state_dict(state)
+
+    return [set_weight_item, optimizer_step, load_state_dict]
+
+
+@pytest.mark.parametrize("change", _in_place_changes(), ids=lambda f: f.__name__)
+def test_regression_cached_weight_bounds_follow_in_place_changes(change) -> None:
+    """The fusion guard remembers max|w| and max|b| per weight version instead of reading
+    the weights on every call; a weight changed in place after a fused call must still
+    send the next call down the unfused path, keeping eager's NaNs."""
+    from alexnet_kernels import _extension
+
+    require_native_cpu()
+    assert _extension.onednn_fusion() == "fused"
+    conv = Conv2dReLU(3, 4, 3, padding=1, backend="native")
+    x = random_tensor((2, 3, 7, 6), torch.float32, seed=102)
+    first = conv(x)  # fused: every operand finite and small
+    assert torch.equal(first, F.relu(F.conv2d(x, conv.weight, conv.bias, padding=1)))
+    change(conv)
+    y = conv(x)
+    expected = F.relu(F.conv2d(x, conv.weight, conv.bias, padding=1))
+    assert expected.isnan().any()
+    assert torch.equal(y.isnan(), expected.isnan())
+    finite = expected.isfinite()
+    assert torch.equal(y[finite], expected[finite])

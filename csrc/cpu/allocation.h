@@ -10,6 +10,7 @@ namespace alexnet_kernels::cpu {
 // transparent huge pages, as PyTorch does only under THP_MEM_ALLOC_ENABLE=1: a
 // fresh activation-sized output is otherwise faulted in 4 KiB page by page,
 // which costs more than the kernels that fill it (about 12 ms for 37 MB here).
+// Freed blocks of that size are kept and handed out again (allocation.cpp).
 at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options,
                         at::MemoryFormat format);
 

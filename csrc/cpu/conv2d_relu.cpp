@@ -8,7 +8,7 @@
 // 5-18% faster than convolving and then applying ReLU, bit-identical), else
 // in place on the convolution's output; eager F.relu allocates and writes a
 // second activation-sized tensor. The backward masks grad_y as eager's ReLU
-// backward does (threshold_backward: zero where y <= 0, so a NaN passes), then
+// backward does (zero where y <= 0, so a NaN passes; csrc/cpu/relu_mask.h), then
 // runs one convolution backward for the gradients that are asked for.
 //
 // oneDNN's ReLU post-op turns a NaN pre-activation into 0, where F.relu keeps
@@ -16,22 +16,22 @@
 // the fused path runs only when every operand is finite and the largest sum
 // the convolution can form, K * max|x| * max|w| + max|b|, stays below the
 // float maximum; else the convolution runs unfused and ReLU keeps NaN. The
-// check reads x once (one reduction, no allocation); autotuning (backend="auto")
-// weighs that against the unfused path per shape.
+// check reads x once (one reduction, no allocation); max|w| and max|b| are
+// remembered per weight version (csrc/cpu/max_abs_cache.h), since reading the
+// weights on every call cost a quarter of a batch-1 forward. Autotuning
+// (backend="auto") weighs the check against the unfused path per shape.
 //
 // mkldnn::_convolution_pointwise is a private op called by position, so its
 // schema is checked once when it is looked up; any other schema (another torch
 // release) falls back to the unfused path.
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <ATen/ops/aminmax.h>
 #include <ATen/ops/constant_pad_nd.h>
 #include <ATen/ops/convolution.h>
 #include <ATen/ops/convolution_backward.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/relu.h>
-#include <ATen/ops/threshold_backward.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -46,6 +46,8 @@
 
 #include "conv2d_relu.h"
 #include "cpu/conv2d_relu_fusion.h"
+#include "cpu/max_abs_cache.h"
+#include "cpu/relu_mask.h"
 
 namespace alexnet_kernels {
 namespace {
@@ -85,20 +87,6 @@ const FusedConvolution& fused_convolution() {
 
 std::atomic<bool> fusion_enabled{true};
 
-// The largest |value| of t as a double (NaN if t holds one): one reduction pass,
-// no copy (aminmax measured 3x faster than an infinity-norm here).
-double max_abs(const at::Tensor& t) {
-  if (t.numel() == 0) {
-    return 0.0;
-  }
-  const auto [low, high] = at::aminmax(t);
-  const double lowest = low.item<double>();
-  const double highest = high.item<double>();
-  // NaN propagates through aminmax; std::max would drop it.
-  return std::isnan(lowest) || std::isnan(highest) ? lowest + highest
-                                                   : std::max(-lowest, highest);
-}
-
 // Whether the convolution's pre-activation is certainly free of NaN, so that
 // oneDNN's ReLU (NaN -> 0) equals F.relu (NaN stays) on it.
 bool pre_activation_has_no_nan(const at::Tensor& x, const at::Tensor& weight,
@@ -106,8 +94,9 @@ bool pre_activation_has_no_nan(const at::Tensor& x, const at::Tensor& weight,
   // Sums of K products in float32 accumulators; the margin covers their rounding.
   constexpr double kLargestSafeSum = 0.5 * std::numeric_limits<float>::max();
   const double products = static_cast<double>(weight.size(1) * weight.size(2) * weight.size(3));
-  const double bound = products * max_abs(x) * max_abs(weight) +
-                       (bias.has_value() && bias->defined() ? max_abs(*bias) : 0.0);
+  // x is new on every call; the weight and bias change only with an optimizer step.
+  const double bound = products * cpu::max_abs(x) * cpu::max_abs_cached(weight) +
+                       (bias.has_value() && bias->defined() ? cpu::max_abs_cached(*bias) : 0.0);
   return bound < kLargestSafeSum;  // false for NaN and inf
 }
 
@@ -215,7 +204,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_relu_backward_cpu(
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
     std::array<bool, 3> output_mask) {
   check_conv2d_relu_backward_arguments(grad_y, x, weight, y, stride, padding, dilation, groups);
-  const at::Tensor masked = at::threshold_backward(grad_y, y, 0);
+  const at::Tensor masked = cpu::relu_backward(grad_y, y);
   const std::array<int64_t, 1> bias_sizes{weight.size(0)};
   auto [grad_x, grad_w, grad_b] = at::convolution_backward(
       masked, x, weight, bias_sizes, stride, padding, dilation, /*transposed=*/false,

@@ -1,0 +1,164 @@
+"""The CPU training step's own passes (the ReLU mask of the fused conv backward, the
+reuse of large output blocks) and the bf16 autocast step.
+
+The mask is reached through the raw ``conv2d_relu_backward`` op with a 1x1 identity
+weight, whose input gradient is then the masked grad_y exactly in every dtype
+(products with 1 and sums with 0), so it can be compared bit for bit with
+``threshold_backward`` in float64, F.relu's backward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import pytest
+import torch
+from conftest import (
+    NATIVE_CPU_PROVIDERS,
+    assert_close_to_reference,
+    native_cpu_context,
+    random_tensor,
+    require_native_cpu,
+)
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from alexnet_kernels.models import alexnet_paper
+
+DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+# Special outputs y: both zeros, NaNs of both signs, infinities, the smallest
+# subnormals of each sign (float32, float16) and values just either side of zero.
+SPECIALS = [0.0, -0.0, math.nan, -math.nan, math.inf, -math.inf, 1e-45, -1e-45, 6e-8, -6e-8,
+            1e-3, -1e-3]
+
+
+def _outputs(shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> torch.Tensor:
+    """Random y of both signs with every special value scattered through it."""
+    y = random_tensor(shape, torch.float64, seed=seed).to(dtype)
+    flat = y.view(-1)
+    generator = torch.Generator().manual_seed(seed + 1)
+    positions = torch.randperm(flat.numel(), generator=generator)[: 4 * len(SPECIALS)]
+    for i, position in enumerate(positions.tolist()):
+        flat[position] = SPECIALS[i % len(SPECIALS)]
+    return y
+
+
+def _masked_by_the_op(grad_y: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    channels = y.shape[1]
+    eye = torch.eye(channels, dtype=y.dtype).view(channels, channels, 1, 1)
+    x = torch.zeros_like(y)  # only its shape, dtype and layout matter for grad_x
+    grad_x, _, _ = torch.ops.alexnet_kernels.conv2d_relu_backward(
+        grad_y, x, eye, y, [1, 1], [0, 0], [1, 1], 1, [True, False, False])
+    return grad_x
+
+
+# (2, 3, 7, 5): a tail shorter than any vector; (4, 64, 55, 55): conv1 of AlexNet at
+# batch 4, several parallel work items.
+SHAPES = [(2, 3, 7, 5), (4, 64, 55, 55)]
+
+
+@pytest.mark.parametrize("provider", list(NATIVE_CPU_PROVIDERS))
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=["odd", "conv1"])
+def test_relu_mask_is_relus_backward(shape, dtype: torch.dtype, channels_last: bool,
+                                     provider: str) -> None:
+    """Zero where y <= 0 (both zeros, -inf, negative subnormals), grad_y elsewhere,
+    NaN outputs included, as F.relu's backward (threshold_backward) gives."""
+    if shape[0] > 2 and provider != "native":
+        pytest.skip("the large shape runs on the detected instruction set only")
+    format = torch.channels_last if channels_last else torch.contiguous_format
+    y = _outputs(shape, dtype, seed=110).contiguous(memory_format=format)
+    grad_y = random_tensor(shape, dtype, seed=112).contiguous(memory_format=format)
+    with native_cpu_context(provider):
+        ours = _masked_by_the_op(grad_y, y)
+    expected = torch.ops.aten.threshold_backward(grad_y.double(), y.double(), 0)
+    assert torch.equal(ours.double(), expected)
+    assert ours.dtype == dtype
+
+
+def test_relu_mask_of_differently_laid_out_operands() -> None:
+    """A channels_last grad_y for an NCHW y cannot be masked in one flat pass; the
+    result is the same."""
+    require_native_cpu()
+    y = _outputs((2, 5, 6, 7), torch.float32, seed=113)
+    grad_y = random_tensor((2, 5, 6, 7), torch.float32, seed=114).contiguous(
+        memory_format=torch.channels_last)
+    expected = torch.ops.aten.threshold_backward(grad_y.double(), y.double(), 0)
+    assert torch.equal(_masked_by_the_op(grad_y, y).double(), expected)
+
+
+
+def test_a_freed_large_output_is_reused_and_fully_rewritten() -> None:
+    """Outputs of 16 MiB and more come from blocks that the next output of the same
+    size reuses (no fresh pages to fault in on every training step). A reused block
+    holds the previous output until the kernel overwrites all of it, so the values
+    are the check that matters; the address alone could also come back from the OS."""
+    require_native_cpu()
+    x = random_tensor((1, 64, 256, 256), torch.float32, seed=115)  # 16.8 MB
+    first = torch.ops.alexnet_kernels.lrn(x, 5, 1e-4, 0.75, 2.0)
+    address = first.data_ptr()
+    del first
+    # An unmapped block's addresses would go to the next mapping of that size: this one.
+    unrelated = torch.empty(x.shape)
+    other = x.flip(1).contiguous()
+    second = torch.ops.alexnet_kernels.lrn(other, 5, 1e-4, 0.75, 2.0)
+    assert second.data_ptr() == address and unrelated.data_ptr() != address
+    expected = torch.nn.functional.local_response_norm(other.double(), 5, 1e-4, 0.75, 2.0)
+    assert_close_to_reference(second, expected)
+
+
+class _OpDtypes(TorchDispatchMode):
+    """The floating dtypes of the tensor arguments of every alexnet_kernels op."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[str, set[torch.dtype]] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func.name())
+        if name.startswith("alexnet_kernels::"):
+            floats = {a.dtype for a in args if isinstance(a, torch.Tensor)
+                      and a.is_floating_point()}
+            self.seen.setdefault(name, set()).update(floats)
+        return func(*args, **(kwargs or {}))
+
+
+def _paper_step(backend: str, dtype: torch.dtype, autocast: bool,
+                mode: TorchDispatchMode | None = None) -> list[torch.Tensor]:
+    """(loss, conv1 weight gradient), as float64, of one forward+backward of alexnet_paper."""
+    torch.manual_seed(0)
+    model = alexnet_paper(num_classes=10, dropout=0.0, backend=backend).to(dtype).train()
+    images = random_tensor((2, 3, 227, 227), torch.float64, seed=116).to(dtype)
+    labels = torch.tensor([3, 7])
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.autocast("cpu", torch.bfloat16, enabled=autocast))
+        if mode is not None:
+            stack.enter_context(mode)
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        loss.backward()
+    return [loss.double(), model.features[0].weight.grad.double()]
+
+
+def test_bf16_autocast_step_stays_in_bf16_and_matches_float64() -> None:
+    """Under torch.autocast("cpu", torch.bfloat16) every op of ours, forward and
+    backward, runs on bf16 tensors (no float32 detour), the loss equals float64's to
+    the bf16 tolerance and the gradient is as close to float64's as eager bf16's."""
+    require_native_cpu()
+    dtypes = _OpDtypes()
+    ours = _paper_step("native", torch.float32, True, dtypes)
+    eager = _paper_step("torch", torch.float32, True)
+    reference = _paper_step("torch", torch.float64, False)
+    assert set(dtypes.seen) >= {"alexnet_kernels::conv2d_relu", "alexnet_kernels::lrn",
+                                "alexnet_kernels::max_pool2d",
+                                "alexnet_kernels::conv2d_relu_backward",
+                                "alexnet_kernels::lrn_backward",
+                                "alexnet_kernels::max_pool2d_backward"}
+    assert all(seen == {torch.bfloat16} for seen in dtypes.seen.values()), dtypes.seen
+    assert_close_to_reference(ours[0].to(torch.bfloat16), reference[0])
+
+    def error(grad: torch.Tensor) -> float:
+        return ((grad - reference[1]).norm() / reference[1].norm()).item()
+
+    # A whole bf16 network's gradient is 10-30% off float64's; ours may not add to that.
+    assert error(ours[1]) <= 1.2 * error(eager[1]) + 1e-3
