@@ -14,7 +14,7 @@ import math
 
 import pytest
 import torch
-from conftest import (
+from helpers import (
     NATIVE_CPU_PROVIDERS,
     assert_close_to_reference,
     native_cpu_context,
