@@ -7,7 +7,7 @@ build it (see :func:`alexnet_kernels.assert_has_ops`).
 
 from alexnet_kernels import autotune, models, nn
 from alexnet_kernels._extension import assert_loaded as assert_has_ops
-from alexnet_kernels._extension import build_info
+from alexnet_kernels._extension import build_info, empty_cpu_cache
 from alexnet_kernels.autotune import set_autotune
 from alexnet_kernels.backends import BACKENDS, get_backend, set_backend, use_backend
 from alexnet_kernels.convert import convert
@@ -25,6 +25,7 @@ __all__ = [
     "conv2d_relu",
     "convert",
     "dropout",
+    "empty_cpu_cache",
     "export_onnx",
     "get_backend",
     "lrn",

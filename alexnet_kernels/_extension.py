@@ -137,6 +137,15 @@ def set_onednn_fusion(enabled: bool) -> None:
     _LIBRARY.set_onednn_fusion_enabled(bool(enabled))
 
 
+def empty_cpu_cache() -> int:
+    """Free the large CPU output blocks (16 MiB and more) that the CPU kernels keep for
+    the next output of the same size (up to ``ALEXNET_KERNELS_CPU_BLOCK_CACHE_MB``,
+    default 512); returns the bytes freed. The CPU analogue of
+    ``torch.cuda.empty_cache()``: tensors in use are not affected."""
+    assert_loaded()
+    return _LIBRARY.release_cached_cpu_blocks()
+
+
 def build_info() -> dict[str, object]:
     """How the loaded library was built (for bug reports)."""
     if _LIBRARY is None:

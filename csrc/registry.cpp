@@ -9,6 +9,7 @@
 
 #include <exception>
 
+#include "cpu/allocation.h"
 #include "cpu/conv2d_relu_fusion.h"
 #include "cpu/vectorize.h"
 #include "schemas.h"
@@ -60,6 +61,10 @@ PyObject* set_onednn_fusion_enabled(PyObject* /*self*/, PyObject* enabled) {
   Py_RETURN_NONE;
 }
 
+PyObject* release_cached_cpu_blocks(PyObject* /*self*/, PyObject* /*args*/) {
+  return PyLong_FromSize_t(alexnet_kernels::cpu::release_cached_blocks());
+}
+
 PyMethodDef module_methods[] = {
     {"cpu_capability", cpu_capability, METH_NOARGS,
      "Instruction set the CPU kernels run with: 'avx512', 'avx2' or 'default'."},
@@ -73,6 +78,8 @@ PyMethodDef module_methods[] = {
      "Whether the CPU conv2d_relu may fuse its ReLU into oneDNN's convolution."},
     {"set_onednn_fusion_enabled", set_onednn_fusion_enabled, METH_O,
      "Allow (True, the default) or forbid the oneDNN-fused ReLU of the CPU conv2d_relu."},
+    {"release_cached_cpu_blocks", release_cached_cpu_blocks, METH_NOARGS,
+     "Free the large CPU output blocks kept for reuse; returns the bytes freed."},
     {nullptr, nullptr, 0, nullptr},
 };
 

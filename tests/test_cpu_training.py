@@ -23,6 +23,7 @@ from helpers import (
 )
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import alexnet_kernels as ak
 from alexnet_kernels.models import alexnet_paper
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
@@ -89,23 +90,90 @@ def test_relu_mask_of_differently_laid_out_operands() -> None:
 
 
 
-def test_a_freed_large_output_is_reused_and_fully_rewritten() -> None:
-    """Outputs of 16 MiB and more come from blocks that the next output of the same
-    size reuses (no fresh pages to fault in on every training step). A reused block
-    holds the previous output until the kernel overwrites all of it, so the values
-    are the check that matters; the address alone could also come back from the OS."""
+# Outputs of 16 MiB and more (csrc/cpu/allocation.cpp) come from blocks that the next
+# output of the same size reuses, holding whatever the previous tensor left there, so
+# every kernel must write all of its output. Each case plants freed blocks whose every
+# byte is 0xff (NaN in floats) at exactly its outputs' sizes, checks they were reused,
+# and compares with PyTorch. x: 1x64x256x256 float32, 16.8 MB.
+LARGE = (1, 64, 256, 256)
+
+
+def _plant_blocks(nbytes: int, count: int) -> set[int]:
+    """Empties the cache, then leaves `count` freed 0xff-filled output blocks of `nbytes`
+    (a multiple of 4) in it; their addresses."""
+    ak.empty_cpu_cache()
+    planted = [torch.ops.alexnet_kernels.lrn(torch.ones(1, 1, nbytes // 4), 1, 1e-4, 0.75, 1.0)
+               for _ in range(count)]
+    for block in planted:
+        block.view(torch.uint8).fill_(0xFF)
+    return {block.data_ptr() for block in planted}
+
+
+def _lrn_case(x: torch.Tensor, grad: torch.Tensor):
+    x64 = x.double().requires_grad_()
+    y64 = torch.nn.functional.local_response_norm(x64, 5, 1e-4, 0.75, 2.0)
+    y64.backward(grad.double())
+    xd = x.clone().requires_grad_()
+    y = ak.lrn(xd, 5, 1e-4, 0.75, 2.0, backend="native")
+    y.backward(grad)
+    return [y, xd.grad], [y64.detach(), x64.grad]
+
+
+def _max_pool_backward_case(x: torch.Tensor, grad: torch.Tensor):
+    x64 = x.double().requires_grad_()
+    y64 = torch.nn.functional.max_pool2d(x64, 3, 2)
+    y64.backward(grad[..., :127, :127].double())
+    xd = x.clone().requires_grad_()
+    y = ak.max_pool2d(xd, 3, 2, backend="native")
+    y.backward(grad[..., :127, :127])
+    return [xd.grad], [x64.grad]
+
+
+def _max_pool_forward_case(x: torch.Tensor, grad: torch.Tensor):
+    big = x.repeat(1, 1, 3, 3)[..., :513, :513].contiguous()  # pooled: 1x64x256x256
+    return ([ak.max_pool2d(big, 3, 2, backend="native")],
+            [torch.nn.functional.max_pool2d(big.double(), 3, 2)])
+
+
+def _relu_mask_case(x: torch.Tensor, grad: torch.Tensor):
+    return [_masked_by_the_op(grad, x)], [
+        torch.ops.aten.threshold_backward(grad.double(), x.double(), 0)]
+
+
+@pytest.mark.parametrize("case", [_lrn_case, _max_pool_backward_case, _max_pool_forward_case,
+                                  _relu_mask_case],
+                         ids=["lrn", "max_pool_backward", "max_pool_forward", "relu_mask"])
+def test_reused_large_blocks_are_fully_rewritten(case) -> None:
     require_native_cpu()
-    x = random_tensor((1, 64, 256, 256), torch.float32, seed=115)  # 16.8 MB
-    first = torch.ops.alexnet_kernels.lrn(x, 5, 1e-4, 0.75, 2.0)
-    address = first.data_ptr()
-    del first
-    # An unmapped block's addresses would go to the next mapping of that size: this one.
-    unrelated = torch.empty(x.shape)
-    other = x.flip(1).contiguous()
-    second = torch.ops.alexnet_kernels.lrn(other, 5, 1e-4, 0.75, 2.0)
-    assert second.data_ptr() == address and unrelated.data_ptr() != address
-    expected = torch.nn.functional.local_response_norm(other.double(), 5, 1e-4, 0.75, 2.0)
-    assert_close_to_reference(second, expected)
+    x = random_tensor(LARGE, torch.float32, seed=115)
+    grad = random_tensor(LARGE, torch.float32, seed=116)
+    planted = _plant_blocks(x.numel() * x.element_size(), count=3)
+    ours, expected = case(x, grad)
+    if case is not _relu_mask_case:  # the mask is an intermediate of grad_x there
+        assert planted & {t.data_ptr() for t in ours}, "no output reused a planted block"
+    for actual, reference in zip(ours, expected, strict=True):
+        assert_close_to_reference(actual, reference)
+
+
+def test_empty_cpu_cache_frees_the_kept_blocks() -> None:
+    require_native_cpu()
+    nbytes = 4 * LARGE[1] * LARGE[2] * LARGE[3]
+    _plant_blocks(nbytes, count=2)
+    assert ak.empty_cpu_cache() == 2 * nbytes  # a multiple of 2 MiB: not rounded up
+    assert ak.empty_cpu_cache() == 0
+
+
+def test_dropout_rewrites_a_reused_large_block() -> None:
+    """Every element of a dropout output is 0 or x / (1 - p), none left from the block."""
+    require_native_cpu()
+    x = random_tensor(LARGE, torch.float32, seed=117)
+    planted = _plant_blocks(x.numel() * x.element_size(), count=1)
+    torch.manual_seed(3)
+    y = ak.dropout(x, 0.5, training=True, backend="native")
+    assert y.data_ptr() in planted
+    kept = y != 0
+    torch.testing.assert_close(y[kept], (x[kept] * 2.0))
+    assert 0.45 < kept.double().mean().item() < 0.55
 
 
 class _OpDtypes(TorchDispatchMode):

@@ -65,6 +65,22 @@ class BlockCache {
     return nullptr;
   }
 
+  // Frees every cached block; the bytes freed.
+  size_t release() {
+    std::vector<Block> blocks;
+    size_t bytes = 0;
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      blocks.swap(free_);
+      bytes = cached_bytes_;
+      cached_bytes_ = 0;
+    }
+    for (const Block& block : blocks) {
+      std::free(block.data);
+    }
+    return bytes;
+  }
+
   // Keeps the block for reuse, or frees it when the cache is full.
   void give_back(const Block& block) {
     {
@@ -90,6 +106,12 @@ BlockCache& block_cache() {
   static BlockCache* cache = new BlockCache();
   return *cache;
 }
+
+}  // namespace
+
+size_t release_cached_blocks() { return block_cache().release(); }
+
+namespace {
 
 void free_block(void* context) {
   Block* block = static_cast<Block*>(context);
