@@ -195,7 +195,7 @@ POOL_KERNEL, POOL_STRIDE = 3, 2
 def memory_bound(case, batch: int, dtype: str, mixes: dict, arch: int):
     """(kernel, mix, warp instructions, direction) of the memory-bound kernels of ``case``
     that have a rule: dropout (one Philox group of 4 elements per thread and iteration),
-    max-pool forward (one output per iteration, taps kh x kw in its nested loops) and
+    max-pool forward (one output per iteration, NCHW staged and channels_last) and
     backward (one input element per iteration, about (k / s)^2 covering windows)."""
     element = _element(dtype)
     elements = batch * math.prod(case.shape)
@@ -208,18 +208,22 @@ def memory_bound(case, batch: int, dtype: str, mixes: dict, arch: int):
     elif case.op == "max_pool2d":
         c, h, w = case.shape
         out = [(n - POOL_KERNEL) // POOL_STRIDE + 1 for n in (h, w)]
-        forward = mixes.get((arch, f"max_pool_forward_kernel<{element}, unsigned char>"))
-        if forward is not None and forward.main is not None:
-            warps = math.ceil(batch * c * out[0] * out[1] / 32)
-            found.append(("max_pool_forward_kernel", forward,
-                          warps * per_iteration(forward, [POOL_KERNEL, POOL_KERNEL]), "forward"))
-        backward = mixes.get((arch, f"max_pool_backward_kernel<{element}, unsigned char>"))
-        if backward is not None and backward.main is not None:
-            covering = POOL_KERNEL / POOL_STRIDE
-            found.append(("max_pool_backward_kernel", backward,
-                          math.ceil(elements / 32) * per_iteration(backward,
-                                                                   [covering, covering]),
-                          "backward"))
+        outputs = batch * c * out[0] * out[1]
+        covering = POOL_KERNEL / POOL_STRIDE
+        # (kernel, elements per main-loop iteration, nested-loop trip counts): the
+        # forwards take one output per iteration (3x3 taps unrolled, no nested loop),
+        # the backwards one input element, with its covering output rows and columns
+        # as nested loops.
+        for kernel, layout_elements, trips, direction in (
+                ("max_pool_forward_staged_kernel", outputs, [], "forward"),
+                ("max_pool_forward_nhwc_kernel", outputs, [], "forward"),
+                ("max_pool_backward_staged_kernel", elements, [covering, covering], "backward"),
+                ("max_pool_backward_nhwc_kernel", elements, [covering, covering], "backward")):
+            arguments = f"{element}, unsigned char{', 3' if direction == 'forward' else ''}"
+            mix = mixes.get((arch, f"{kernel}<{arguments}>"))
+            if mix is not None and mix.main is not None:
+                found.append((kernel, mix, math.ceil(layout_elements / 32)
+                              * per_iteration(mix, trips), direction))
     return found
 
 

@@ -113,8 +113,10 @@ inline FastDivmod make_fast_divmod(int divisor) {
 // 256 threads resident per SM on A100 and H100; the alignment slack is extra.
 constexpr int kMaxPoolStageBytes = 16 * 1024;
 constexpr int kStageAlign = 128;  // bytes: the staged copy starts at this boundary
-// Blocks the NCHW staged forward aims for at least, before grouping planes.
-constexpr int64_t kMaxPoolMinBlocks = 1024;
+// Blocks a staged NCHW launch keeps at least (about one per SM on A100 / H100) before
+// it groups small planes: a larger group shares fewer partial sectors with its
+// neighbours and spreads the block's fixed cost over more elements.
+constexpr int64_t kMaxPoolMinBlocks = 128;
 // channels_last: lanes over channels, 8 warps over columns, bands of rows.
 constexpr int kNhwcLanes = 32;
 constexpr int kNhwcWarps = kMaxPoolThreads / kNhwcLanes;
@@ -190,25 +192,30 @@ AK_DEVICE_INLINE CoveringOutputs<int> covering_fast(int i, int out_size, int ker
 
 // Copies src[0, n) into shared memory so that src[i] lands at stage[lead + i], where
 // lead is the number of elements between src and the kStageAlign-byte boundary below
-// it: each warp then loads whole, aligned 32-byte sectors, 16 bytes per lane. The
-// partial 16-byte pieces at both ends are copied element by element. Returns lead.
+// it. The whole 32-byte sectors of the range are loaded 16 bytes per lane, so each
+// warp request covers whole, aligned sectors; the partial sectors at both ends (fewer
+// than 32 bytes each) one element per lane, the head by the first warp and the tail
+// by the second, one sector per request. Needs at least 64 threads. Returns lead.
 template <typename T>
 AK_DEVICE_INLINE int stage_range(T* stage, const T* src, int n) {
   static_assert(16 % sizeof(T) == 0, "elements must tile 16-byte vectors");
   constexpr int kVec = 16 / static_cast<int>(sizeof(T));
+  constexpr int kSector = 32 / static_cast<int>(sizeof(T));
   const int lead =
       static_cast<int>((reinterpret_cast<uintptr_t>(src) % kStageAlign) / sizeof(T));
   const int end = lead + n;
-  for (int e0 = threadIdx.x * kVec; e0 < end; e0 += blockDim.x * kVec) {
-    if (e0 >= lead && e0 + kVec <= end) {
-      ak_st(reinterpret_cast<uint4*>(stage + e0),
-            ak_ld(reinterpret_cast<const uint4*>(src + (e0 - lead))));
-    } else {
-      const int stop = ak_min(e0 + kVec, end);
-      for (int e = ak_max(e0, lead); e < stop; ++e) {
-        ak_st(stage + e, ak_ld(src + (e - lead)));
-      }
-    }
+  const int whole_lo = ak_min((lead + kSector - 1) / kSector * kSector, end);
+  const int whole_hi = ak_max(end / kSector * kSector, whole_lo);
+  for (int e = whole_lo + static_cast<int>(threadIdx.x) * kVec; e < whole_hi;
+       e += blockDim.x * kVec) {
+    ak_st(reinterpret_cast<uint4*>(stage + e),
+          ak_ld(reinterpret_cast<const uint4*>(src + (e - lead))));
+  }
+  const int t = static_cast<int>(threadIdx.x);
+  if (t < whole_lo - lead) {
+    ak_st(stage + (lead + t), ak_ld(src + t));
+  } else if (t >= 32 && t - 32 < end - whole_hi) {
+    ak_st(stage + (whole_hi + t - 32), ak_ld(src + (whole_hi + t - 32 - lead)));
   }
   return lead;
 }
@@ -355,9 +362,10 @@ AK_DEVICE_INLINE Acc gather_grad(const PoolShape& s, const Window2d& taps, int i
       s.dilation_w_div.divmod(iw + taps.pad_w - ow * taps.stride_w, kw, rest_w);
       if (rest_w != 0) continue;
       const int o = at(oh, ow);
-      if (static_cast<int>(argmax(o)) == kh * taps.kernel_w + kw) {
-        sum += to_acc(grad_y(o));
-      }
+      // grad_y is read whether it is taken or not: lanes then read it together
+      // (whole sectors), not each at the windows its own argmax picks.
+      const Acc g = to_acc(grad_y(o));
+      if (static_cast<int>(argmax(o)) == kh * taps.kernel_w + kw) sum += g;
     }
   }
   return sum;
