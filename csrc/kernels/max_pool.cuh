@@ -300,8 +300,10 @@ __global__ void __launch_bounds__(kMaxPoolThreads)
       int best_tap;
       window_max<kK, Acc>(
           taps, s, oh * taps.stride_h - taps.pad_h, ow * taps.stride_w - taps.pad_w,
-          [&](int ih, int iw) { return to_acc(ak_ld(stage + (base + ih * s.in_w + iw))); }, best,
-          best_tap);
+          [stage, base, in_w = s.in_w](int ih, int iw) {
+            return to_acc(ak_ld(stage + (base + ih * in_w + iw)));
+          },
+          best, best_tap);
       ak_st(y_tile + o, from_acc<T>(best));
       ak_st(argmax_tile + o, static_cast<A>(best_tap));
     }
@@ -330,8 +332,8 @@ __global__ void __launch_bounds__(kMaxPoolThreads)
         int best_tap;
         window_max<kK, Acc>(
             taps, s, oh * taps.stride_h - taps.pad_h, ow * taps.stride_w - taps.pad_w,
-            [&](int ih, int iw) {
-              return to_acc(ak_ld(x_image + (ih * s.in_w + iw) * s.channels));
+            [x_image, in_w = s.in_w, channels = s.channels](int ih, int iw) {
+              return to_acc(ak_ld(x_image + (ih * in_w + iw) * channels));
             },
             best, best_tap);
         const int o = (oh * s.out_w + ow) * s.channels;
@@ -411,9 +413,9 @@ __global__ void __launch_bounds__(kMaxPoolThreads)
       ih += ih0;
       const int base = q * s.out_plane - oh_lo * s.out_w;
       const Acc sum = gather_grad<Acc>(
-          s, taps, ih, iw, [&](int oh, int ow) { return base + oh * s.out_w + ow; },
-          [&](int o) { return ak_ld(g_stage + (g_lead + o)); },
-          [&](int o) { return ak_ld(a_stage + (a_lead + o)); });
+          s, taps, ih, iw, [base, out_w = s.out_w](int oh, int ow) { return base + oh * out_w + ow; },
+          [g_stage, g_lead](int o) { return ak_ld(g_stage + (g_lead + o)); },
+          [a_stage, a_lead](int o) { return ak_ld(a_stage + (a_lead + o)); });
       ak_st(grad_x_tile + i, from_acc<T>(sum));
     }
     __syncthreads();
@@ -438,9 +440,12 @@ __global__ void __launch_bounds__(kMaxPoolThreads)
     for (int ih = ih0; ih < ih_end; ++ih) {
       for (int iw = threadIdx.y; iw < s.in_w; iw += kNhwcWarps) {
         const Acc sum = gather_grad<Acc>(
-            s, taps, ih, iw, [&](int oh, int ow) { return (oh * s.out_w + ow) * s.channels; },
-            [&](int o) { return ak_ld(g_image + o); },
-            [&](int o) { return ak_ld(a_image + o); });
+            s, taps, ih, iw,
+            [out_w = s.out_w, channels = s.channels](int oh, int ow) {
+              return (oh * out_w + ow) * channels;
+            },
+            [g_image](int o) { return ak_ld(g_image + o); },
+            [a_image](int o) { return ak_ld(a_image + o); });
         ak_st(grad_x_image + (ih * s.in_w + iw) * s.channels, from_acc<T>(sum));
       }
     }
