@@ -319,7 +319,9 @@ __global__ void __launch_bounds__(kMaxPoolThreads)
                                  A* __restrict__ argmax, PoolShape s, Window2d taps) {
   using Acc = acc_t<T>;
   const int c = blockIdx.x * kNhwcLanes + threadIdx.x;
-  if (c >= s.channels) return;
+  // Lanes past the last channel skip the loops instead of returning: with an early
+  // return, nvcc (sm_80) kept c on the stack across the image loop (8 bytes).
+  const bool active = c < s.channels;
   const int oh0 = blockIdx.y * s.band_rows;
   const int oh_end = ak_min(oh0 + s.band_rows, s.out_h);
   for (int64_t image = blockIdx.z; image < s.planes; image += gridDim.z) {
@@ -327,7 +329,7 @@ __global__ void __launch_bounds__(kMaxPoolThreads)
     T* y_image = y + (image * s.out_plane + c);
     A* argmax_image = argmax + (image * s.out_plane + c);
     for (int oh = oh0; oh < oh_end; ++oh) {
-      for (int ow = threadIdx.y; ow < s.out_w; ow += kNhwcWarps) {
+      for (int ow = threadIdx.y; active && ow < s.out_w; ow += kNhwcWarps) {
         Acc best;
         int best_tap;
         window_max<kK, Acc>(
@@ -430,7 +432,9 @@ __global__ void __launch_bounds__(kMaxPoolThreads)
                                   T* __restrict__ grad_x, PoolShape s, Window2d taps) {
   using Acc = acc_t<T>;
   const int c = blockIdx.x * kNhwcLanes + threadIdx.x;
-  if (c >= s.channels) return;
+  // Lanes past the last channel skip the loops instead of returning: with an early
+  // return, nvcc (sm_80) kept c on the stack across the image loop (8 bytes).
+  const bool active = c < s.channels;
   const int ih0 = blockIdx.y * s.band_rows;
   const int ih_end = ak_min(ih0 + s.band_rows, s.in_h);
   for (int64_t image = blockIdx.z; image < s.planes; image += gridDim.z) {
@@ -438,7 +442,7 @@ __global__ void __launch_bounds__(kMaxPoolThreads)
     const A* a_image = argmax + (image * s.out_plane + c);
     T* grad_x_image = grad_x + (image * s.in_plane + c);
     for (int ih = ih0; ih < ih_end; ++ih) {
-      for (int iw = threadIdx.y; iw < s.in_w; iw += kNhwcWarps) {
+      for (int iw = threadIdx.y; active && iw < s.in_w; iw += kNhwcWarps) {
         const Acc sum = gather_grad<Acc>(
             s, taps, ih, iw,
             [out_w = s.out_w, channels = s.channels](int oh, int ow) {
