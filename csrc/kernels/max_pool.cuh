@@ -21,7 +21,7 @@
 // No kernel divides by a runtime value per element: index splits use
 // FastDivmod (a multiply-high and a shift with a host-computed multiplier),
 // the window bounds are checked per tap instead of computed, and 3x3 windows
-// (AlexNet's) are unrolled at compile time.
+// that lie inside the input (AlexNet's) are unrolled at compile time, unchecked.
 //
 // Forward writes y and the argmax offset kh * kernel_w + kw inside the window
 // (see window.h), nothing wider. Backward gathers, per input element, grad_y
@@ -233,26 +233,28 @@ AK_DEVICE_INLINE int first_tap_fast(int start, const FastDivmod& dilation) {
 }
 
 // Max and argmax of the window whose top-left input position is (ih0, iw0).
-// kK > 0 fixes a kK x kK window at compile time (unrolled taps), 0 takes the
-// window's own size. Taps outside the input act as -inf; the argmax starts at the
-// window's first position with non-negative coordinates, as in PyTorch, even
-// when every value is -inf (or no tap lies inside the input).
+// kK > 0: a kK x kK window that the host found inside the input for every output
+// (no padding, the last window ends in the input), so its taps are unrolled and
+// unchecked; 0: the window's own size, taps outside the input acting as -inf. The
+// argmax starts at the window's first position with non-negative coordinates, as
+// in PyTorch, even when every value is -inf (or no tap lies inside the input).
 template <int kK, typename Acc, typename Load>
 AK_DEVICE_INLINE void window_max(const Window2d& taps, const PoolShape& s, int ih0, int iw0,
                                  const Load& load, Acc& best, int& best_tap) {
   const int kernel_h = kK > 0 ? kK : taps.kernel_h;
   const int kernel_w = kK > 0 ? kK : taps.kernel_w;
   best = -INFINITY;
-  best_tap = first_tap_fast(ih0, s.dilation_h_div) * kernel_w +
-             first_tap_fast(iw0, s.dilation_w_div);
+  best_tap = kK > 0 ? 0
+                    : first_tap_fast(ih0, s.dilation_h_div) * kernel_w +
+                          first_tap_fast(iw0, s.dilation_w_div);
 #pragma unroll
   for (int kh = 0; kh < kernel_h; ++kh) {
     const int ih = ih0 + kh * taps.dilation_h;
-    if (ih < 0 || ih >= s.in_h) continue;
+    if (kK == 0 && (ih < 0 || ih >= s.in_h)) continue;
 #pragma unroll
     for (int kw = 0; kw < kernel_w; ++kw) {
       const int iw = iw0 + kw * taps.dilation_w;
-      if (iw < 0 || iw >= s.in_w) continue;
+      if (kK == 0 && (iw < 0 || iw >= s.in_w)) continue;
       const Acc v = load(ih, iw);
       // First maximum in window order wins ties; a NaN always takes over.
       if (v > best || v != v) {
@@ -261,6 +263,15 @@ AK_DEVICE_INLINE void window_max(const Window2d& taps, const PoolShape& s, int i
       }
     }
   }
+}
+
+// Whether every window of w lies inside the input (window_max's kK > 0 case).
+inline bool pool_windows_inside(const PoolWindow& w) {
+  const auto inside = [](int64_t out, int64_t in, int kernel, int stride, int pad, int dilation) {
+    return pad == 0 && (out - 1) * stride + int64_t{kernel - 1} * dilation < in;
+  };
+  return inside(w.out_h, w.in_h, w.kernel_h, w.stride_h, w.pad_h, w.dilation_h) &&
+         inside(w.out_w, w.in_w, w.kernel_w, w.stride_w, w.pad_w, w.dilation_w);
 }
 
 // NCHW forward. Block (blockIdx.x = band of band_rows output rows, blockIdx.y = group
@@ -425,33 +436,32 @@ __global__ void __launch_bounds__(kMaxPoolThreads)
 }
 
 // channels_last backward. Block as the channels_last forward's, over bands of
-// band_rows input rows.
+// band_rows input rows, but blockIdx.x = image and blockIdx.z = 32 channels, with no
+// loop over images: with that loop (and the gather's nested loops) nvcc kept values
+// on the stack (4-8 bytes); the forward's loop compiles without.
 template <typename T, typename A>
 __global__ void __launch_bounds__(kMaxPoolThreads)
     max_pool_backward_nhwc_kernel(const T* __restrict__ grad_y, const A* __restrict__ argmax,
                                   T* __restrict__ grad_x, PoolShape s, Window2d taps) {
   using Acc = acc_t<T>;
-  const int c = blockIdx.x * kNhwcLanes + threadIdx.x;
-  // Lanes past the last channel skip the loops instead of returning: with an early
-  // return, nvcc (sm_80) kept c on the stack across the image loop (8 bytes).
-  const bool active = c < s.channels;
+  const int c = blockIdx.z * kNhwcLanes + threadIdx.x;
+  if (c >= s.channels) return;
   const int ih0 = blockIdx.y * s.band_rows;
   const int ih_end = ak_min(ih0 + s.band_rows, s.in_h);
-  for (int64_t image = blockIdx.z; image < s.planes; image += gridDim.z) {
-    const T* g_image = grad_y + (image * s.out_plane + c);
-    const A* a_image = argmax + (image * s.out_plane + c);
-    T* grad_x_image = grad_x + (image * s.in_plane + c);
-    for (int ih = ih0; ih < ih_end; ++ih) {
-      for (int iw = threadIdx.y; active && iw < s.in_w; iw += kNhwcWarps) {
-        const Acc sum = gather_grad<Acc>(
-            s, taps, ih, iw,
-            [out_w = s.out_w, channels = s.channels](int oh, int ow) {
-              return (oh * out_w + ow) * channels;
-            },
-            [g_image](int o) { return ak_ld(g_image + o); },
-            [a_image](int o) { return ak_ld(a_image + o); });
-        ak_st(grad_x_image + (ih * s.in_w + iw) * s.channels, from_acc<T>(sum));
-      }
+  const int64_t image = blockIdx.x;
+  const T* g_image = grad_y + (image * s.out_plane + c);
+  const A* a_image = argmax + (image * s.out_plane + c);
+  T* grad_x_image = grad_x + (image * s.in_plane + c);
+  for (int ih = ih0; ih < ih_end; ++ih) {
+    for (int iw = threadIdx.y; iw < s.in_w; iw += kNhwcWarps) {
+      const Acc sum = gather_grad<Acc>(
+          s, taps, ih, iw,
+          [out_w = s.out_w, channels = s.channels](int oh, int ow) {
+            return (oh * out_w + ow) * channels;
+          },
+          [g_image](int o) { return ak_ld(g_image + o); },
+          [a_image](int o) { return ak_ld(a_image + o); });
+      ak_st(grad_x_image + (ih * s.in_w + iw) * s.channels, from_acc<T>(sum));
     }
   }
 }
@@ -577,6 +587,13 @@ inline dim3 nhwc_grid(const PoolShape& s, int full_rows) {
               static_cast<unsigned>(ak_min(s.planes, kMaxPoolMaxPlanes)));
 }
 
+// The backward's: images on x (up to 2^31 - 1), channel groups on z.
+inline dim3 nhwc_backward_grid(const PoolShape& s) {
+  return dim3(static_cast<unsigned>(s.planes),
+              static_cast<unsigned>(ceil_div(s.in_h, s.band_rows)),
+              static_cast<unsigned>(ceil_div(s.channels, kNhwcLanes)));
+}
+
 template <typename T, typename A, int kK>
 void launch_max_pool_forward_fast(const T* x, T* y, A* argmax, const PoolWindow& w,
                                   bool channels_last, cudaStream_t stream) {
@@ -615,7 +632,7 @@ void launch_max_pool_forward_fast(const T* x, T* y, A* argmax, const PoolWindow&
 template <typename T, typename A>
 void launch_max_pool_forward(const T* x, T* y, A* argmax, const PoolWindow& w, bool channels_last,
                              cudaStream_t stream) {
-  if (w.kernel_h == 3 && w.kernel_w == 3) {
+  if (w.kernel_h == 3 && w.kernel_w == 3 && pool_windows_inside(w)) {
     launch_max_pool_forward_fast<T, A, 3>(x, y, argmax, w, channels_last, stream);
   } else {
     launch_max_pool_forward_fast<T, A, 0>(x, y, argmax, w, channels_last, stream);
@@ -630,7 +647,7 @@ void launch_max_pool_backward(const T* grad_y, const A* argmax, T* grad_x, const
   if (channels_last) {
     s.band_rows = kNhwcBandInputRows;
     auto kernel = &max_pool_backward_nhwc_kernel<T, A>;
-    AK_LAUNCH(kernel, nhwc_grid(s, s.in_h), dim3(kNhwcLanes, kNhwcWarps), 0, stream)(
+    AK_LAUNCH(kernel, nhwc_backward_grid(s), dim3(kNhwcLanes, kNhwcWarps), 0, stream)(
         grad_y, argmax, grad_x, s, taps);
     return;
   }
