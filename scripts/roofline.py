@@ -196,7 +196,7 @@ def memory_bound(case, batch: int, dtype: str, mixes: dict, arch: int):
     """(kernel, mix, warp instructions, direction) of the memory-bound kernels of ``case``
     that have a rule: dropout (one Philox group of 4 elements per thread and iteration),
     max-pool forward (one output per iteration, NCHW staged and channels_last) and
-    backward (one input element per iteration, about (k / s)^2 covering windows)."""
+    backward (one input element per iteration, its 2 x 2 covering windows unrolled)."""
     element = _element(dtype)
     elements = batch * math.prod(case.shape)
     found = []
@@ -209,21 +209,18 @@ def memory_bound(case, batch: int, dtype: str, mixes: dict, arch: int):
         c, h, w = case.shape
         out = [(n - POOL_KERNEL) // POOL_STRIDE + 1 for n in (h, w)]
         outputs = batch * c * out[0] * out[1]
-        covering = POOL_KERNEL / POOL_STRIDE
-        # (kernel, elements per main-loop iteration, nested-loop trip counts): the
-        # forwards take one output per iteration (3x3 taps unrolled, no nested loop),
-        # the backwards one input element, with its covering output rows and columns
-        # as nested loops.
-        for kernel, layout_elements, trips, direction in (
-                ("max_pool_forward_staged_kernel", outputs, [], "forward"),
-                ("max_pool_forward_nhwc_kernel", outputs, [], "forward"),
-                ("max_pool_backward_staged_kernel", elements, [covering, covering], "backward"),
-                ("max_pool_backward_nhwc_kernel", elements, [covering, covering], "backward")):
-            arguments = f"{element}, unsigned char{', 3' if direction == 'forward' else ''}"
-            mix = mixes.get((arch, f"{kernel}<{arguments}>"))
+        # (kernel, its AlexNet instantiation, elements): the forwards take one output
+        # per main-loop iteration, the backwards one input element; both unroll the 3x3
+        # window (its taps, its 2 x 2 covering outputs), so no nested loop remains.
+        for kernel, arguments, layout_elements, direction in (
+                ("max_pool_forward_staged_kernel", "3", outputs, "forward"),
+                ("max_pool_forward_nhwc_kernel", "3", outputs, "forward"),
+                ("max_pool_backward_staged_kernel", "3, 2", elements, "backward"),
+                ("max_pool_backward_nhwc_kernel", "3, 2", elements, "backward")):
+            mix = mixes.get((arch, f"{kernel}<{element}, unsigned char, {arguments}>"))
             if mix is not None and mix.main is not None:
                 found.append((kernel, mix, math.ceil(layout_elements / 32)
-                              * per_iteration(mix, trips), direction))
+                              * per_iteration(mix, []), direction))
     return found
 
 

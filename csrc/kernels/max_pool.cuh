@@ -359,15 +359,38 @@ __global__ void __launch_bounds__(kMaxPoolThreads)
 
 // grad_x at input position (ih, iw): the sum of grad_y over the windows that cover it
 // and whose argmax it is, in (oh, ow) order. at(oh, ow) gives the element offset of
-// output (oh, ow) for grad_y(o) and argmax(o).
-template <typename Acc, typename At, typename GradY, typename Argmax>
+// output (oh, ow) for grad_y(o) and argmax(o). kK > 0: kK x kK windows of stride kS,
+// no dilation, every one inside the input (pool_windows_inside), so the at most
+// ceil(kK / kS) covering outputs per axis are unrolled candidates; 0: any window.
+template <int kK, int kS, typename Acc, typename At, typename GradY, typename Argmax>
 AK_DEVICE_INLINE Acc gather_grad(const PoolShape& s, const Window2d& taps, int ih, int iw,
                                  const At& at, const GradY& grad_y, const Argmax& argmax) {
+  Acc sum = 0;
+  if constexpr (kK > 0) {
+    constexpr int kCover = (kK + kS - 1) / kS;
+    // The last output whose window starts at or before the input position.
+    const int oh_last = ak_min(ih / kS, s.out_h - 1);
+    const int ow_last = ak_min(iw / kS, s.out_w - 1);
+#pragma unroll
+    for (int jh = 0; jh < kCover; ++jh) {
+      const int oh = oh_last - (kCover - 1) + jh;
+      const int kh = ih - oh * kS;
+#pragma unroll
+      for (int jw = 0; jw < kCover; ++jw) {
+        const int ow = ow_last - (kCover - 1) + jw;
+        const int kw = iw - ow * kS;
+        if (oh < 0 || kh >= kK || ow < 0 || kw >= kK) continue;
+        const int o = at(oh, ow);
+        const Acc g = to_acc(grad_y(o));
+        if (static_cast<int>(argmax(o)) == kh * kK + kw) sum += g;
+      }
+    }
+    return sum;
+  }
   const CoveringOutputs<int> rows = covering_fast(ih, s.out_h, taps.kernel_h, taps.pad_h,
                                                   taps.dilation_h, s.stride_h_div);
   const CoveringOutputs<int> cols = covering_fast(iw, s.out_w, taps.kernel_w, taps.pad_w,
                                                   taps.dilation_w, s.stride_w_div);
-  Acc sum = 0;
   for (int oh = rows.first; oh <= rows.last; ++oh) {
     int kh, rest_h;
     s.dilation_h_div.divmod(ih + taps.pad_h - oh * taps.stride_h, kh, rest_h);
@@ -389,7 +412,7 @@ AK_DEVICE_INLINE Acc gather_grad(const PoolShape& s, const Window2d& taps, int i
 // NCHW backward. Block (blockIdx.x = band of band_rows input rows, blockIdx.y = group of
 // tile_planes planes, grid-stride): stages grad_y and argmax of the output rows whose
 // windows cover its input rows, then gathers every input element from shared memory.
-template <typename T, typename A>
+template <typename T, typename A, int kK, int kS>
 __global__ void __launch_bounds__(kMaxPoolThreads)
     max_pool_backward_staged_kernel(const T* __restrict__ grad_y, const A* __restrict__ argmax,
                                     T* __restrict__ grad_x, PoolShape s, Window2d taps,
@@ -425,7 +448,7 @@ __global__ void __launch_bounds__(kMaxPoolThreads)
       s.in_w_div.divmod(r, ih, iw);
       ih += ih0;
       const int base = q * s.out_plane - oh_lo * s.out_w;
-      const Acc sum = gather_grad<Acc>(
+      const Acc sum = gather_grad<kK, kS, Acc>(
           s, taps, ih, iw, [base, out_w = s.out_w](int oh, int ow) { return base + oh * out_w + ow; },
           [g_stage, g_lead](int o) { return ak_ld(g_stage + (g_lead + o)); },
           [a_stage, a_lead](int o) { return ak_ld(a_stage + (a_lead + o)); });
@@ -439,7 +462,7 @@ __global__ void __launch_bounds__(kMaxPoolThreads)
 // band_rows input rows, but blockIdx.x = image and blockIdx.z = 32 channels, with no
 // loop over images: with that loop (and the gather's nested loops) nvcc kept values
 // on the stack (4-8 bytes); the forward's loop compiles without.
-template <typename T, typename A>
+template <typename T, typename A, int kK, int kS>
 __global__ void __launch_bounds__(kMaxPoolThreads)
     max_pool_backward_nhwc_kernel(const T* __restrict__ grad_y, const A* __restrict__ argmax,
                                   T* __restrict__ grad_x, PoolShape s, Window2d taps) {
@@ -454,7 +477,7 @@ __global__ void __launch_bounds__(kMaxPoolThreads)
   T* grad_x_image = grad_x + (image * s.in_plane + c);
   for (int ih = ih0; ih < ih_end; ++ih) {
     for (int iw = threadIdx.y; iw < s.in_w; iw += kNhwcWarps) {
-      const Acc sum = gather_grad<Acc>(
+      const Acc sum = gather_grad<kK, kS, Acc>(
           s, taps, ih, iw,
           [out_w = s.out_w, channels = s.channels](int oh, int ow) {
             return (oh * out_w + ow) * channels;
@@ -639,14 +662,14 @@ void launch_max_pool_forward(const T* x, T* y, A* argmax, const PoolWindow& w, b
   }
 }
 
-template <typename T, typename A>
-void launch_max_pool_backward(const T* grad_y, const A* argmax, T* grad_x, const PoolWindow& w,
-                              bool channels_last, cudaStream_t stream) {
+template <typename T, typename A, int kK, int kS>
+void launch_max_pool_backward_fast(const T* grad_y, const A* argmax, T* grad_x,
+                                   const PoolWindow& w, bool channels_last, cudaStream_t stream) {
   PoolShape s = make_pool_shape(w, channels_last);
   const Window2d taps = make_pool_taps(w);
   if (channels_last) {
     s.band_rows = kNhwcBandInputRows;
-    auto kernel = &max_pool_backward_nhwc_kernel<T, A>;
+    auto kernel = &max_pool_backward_nhwc_kernel<T, A, kK, kS>;
     AK_LAUNCH(kernel, nhwc_backward_grid(s), dim3(kNhwcLanes, kNhwcWarps), 0, stream)(
         grad_y, argmax, grad_x, s, taps);
     return;
@@ -668,10 +691,22 @@ void launch_max_pool_backward(const T* grad_y, const A* argmax, T* grad_x, const
                                            : span(s.band_rows) * s.out_w;
   const int64_t g_bytes = ceil_div<int64_t>(staged_elements<T>(staged) * sizeof(T), 16) * 16;
   const int64_t a_bytes = staged_elements<A>(staged) * static_cast<int64_t>(sizeof(A));
-  auto kernel = &max_pool_backward_staged_kernel<T, A>;
+  auto kernel = &max_pool_backward_staged_kernel<T, A, kK, kS>;
   AK_LAUNCH(kernel, staged_grid(s, s.in_h), dim3(kMaxPoolThreads),
             static_cast<size_t>(g_bytes + a_bytes), stream)(grad_y, argmax, grad_x, s, taps,
                                                             static_cast<int>(g_bytes));
+}
+
+template <typename T, typename A>
+void launch_max_pool_backward(const T* grad_y, const A* argmax, T* grad_x, const PoolWindow& w,
+                              bool channels_last, cudaStream_t stream) {
+  // AlexNet's windows (3x3, stride 2, inside the input) take the unrolled gather.
+  if (w.kernel_h == 3 && w.kernel_w == 3 && w.stride_h == 2 && w.stride_w == 2 &&
+      w.dilation_h == 1 && w.dilation_w == 1 && pool_windows_inside(w)) {
+    launch_max_pool_backward_fast<T, A, 3, 2>(grad_y, argmax, grad_x, w, channels_last, stream);
+  } else {
+    launch_max_pool_backward_fast<T, A, 0, 0>(grad_y, argmax, grad_x, w, channels_last, stream);
+  }
 }
 
 }  // namespace alexnet_kernels::kernels
