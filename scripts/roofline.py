@@ -195,8 +195,8 @@ POOL_KERNEL, POOL_STRIDE = 3, 2
 def memory_bound(case, batch: int, dtype: str, mixes: dict, arch: int):
     """(kernel, mix, warp instructions, direction) of the memory-bound kernels of ``case``
     that have a rule: dropout (one Philox group of 4 elements per thread and iteration),
-    max-pool forward (one output per iteration, taps kh x kw in its nested loops) and
-    backward (one input element per iteration, about (k / s)^2 covering windows)."""
+    max-pool forward (one output per iteration, NCHW staged and channels_last) and
+    backward (one input element per iteration, its 2 x 2 covering windows unrolled)."""
     element = _element(dtype)
     elements = batch * math.prod(case.shape)
     found = []
@@ -208,18 +208,19 @@ def memory_bound(case, batch: int, dtype: str, mixes: dict, arch: int):
     elif case.op == "max_pool2d":
         c, h, w = case.shape
         out = [(n - POOL_KERNEL) // POOL_STRIDE + 1 for n in (h, w)]
-        forward = mixes.get((arch, f"max_pool_forward_kernel<{element}, unsigned char>"))
-        if forward is not None and forward.main is not None:
-            warps = math.ceil(batch * c * out[0] * out[1] / 32)
-            found.append(("max_pool_forward_kernel", forward,
-                          warps * per_iteration(forward, [POOL_KERNEL, POOL_KERNEL]), "forward"))
-        backward = mixes.get((arch, f"max_pool_backward_kernel<{element}, unsigned char>"))
-        if backward is not None and backward.main is not None:
-            covering = POOL_KERNEL / POOL_STRIDE
-            found.append(("max_pool_backward_kernel", backward,
-                          math.ceil(elements / 32) * per_iteration(backward,
-                                                                   [covering, covering]),
-                          "backward"))
+        outputs = batch * c * out[0] * out[1]
+        # (kernel, its AlexNet instantiation, elements): the forwards take one output
+        # per main-loop iteration, the backwards one input element; both unroll the 3x3
+        # window (its taps, its 2 x 2 covering outputs), so no nested loop remains.
+        for kernel, arguments, layout_elements, direction in (
+                ("max_pool_forward_staged_kernel", "3", outputs, "forward"),
+                ("max_pool_forward_nhwc_kernel", "3", outputs, "forward"),
+                ("max_pool_backward_staged_kernel", "3, 2", elements, "backward"),
+                ("max_pool_backward_nhwc_kernel", "3, 2", elements, "backward")):
+            mix = mixes.get((arch, f"{kernel}<{element}, unsigned char, {arguments}>"))
+            if mix is not None and mix.main is not None:
+                found.append((kernel, mix, math.ceil(layout_elements / 32)
+                              * per_iteration(mix, []), direction))
     return found
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 
@@ -145,6 +146,44 @@ def test_emulated_cuda_alexnet_shapes(shape) -> None:
     check_against_reference("emulated_cuda", shape, torch.float32, ALEXNET_POOL, seed=32)
     check_against_reference("emulated_cuda", shape, torch.float32, ALEXNET_POOL, seed=33,
                             channels_last=True)
+
+
+# The CUDA kernels' NCHW plans (csrc/kernels/max_pool.cuh): planes grouped per block
+# (400 planes: groups of 3, the last one short), a plane split into bands of rows
+# (forward 130 x 130 fp32 and its 64 x 64 grad_y / argmax exceed the 16 KiB staging
+# budget), and rows too wide to stage at all (the generic kernels), with windows that
+# pad, dilate and take ceil mode; channels_last takes one kernel for all of them.
+STAGING_PLANS = [
+    ((2, 200, 5, 5), ALEXNET_POOL, "staged"),
+    ((1, 1, 130, 130), ALEXNET_POOL, "staged"),
+    ((1, 1, 130, 130), ((3, 2), (2, 3), 1, (2, 1), True), "staged"),
+    ((1, 2, 4, 4000), (3, 1, 1, 1, False), "generic"),
+]
+
+
+def _launched_pool_kernels(x: torch.Tensor, window: tuple) -> list[str]:
+    """Names of the kernels one emulated forward and backward launch (2 blocks each run:
+    the outputs of this call are incomplete and not used)."""
+    ops = emulated_ops()
+    arguments = PoolGeometry(x.shape, *window).op_arguments()
+    y, argmax = ops.max_pool2d(x, *arguments)
+    ops.counters_begin(2)
+    try:
+        ops.max_pool2d(x, *arguments)
+        ops.max_pool2d_backward(torch.ones_like(y), argmax, list(x.shape), *arguments)
+    finally:
+        launches = json.loads(ops.counters_end())["launches"]
+    return [launch["kernel"] for launch in launches]
+
+
+@pytest.mark.parametrize(("shape", "window", "plan"), STAGING_PLANS, ids=str)
+def test_emulated_cuda_staging_plans(shape, window, plan: str) -> None:
+    check_against_reference("emulated_cuda", shape, torch.float32, window, seed=34)
+    check_against_reference("emulated_cuda", shape, torch.bfloat16, window, seed=35,
+                            channels_last=True)
+    kernels = _launched_pool_kernels(torch.randn(shape), window)
+    staged = [name for name in kernels if "_staged_kernel" in name]
+    assert len(kernels) == 2 and len(staged) == (2 if plan == "staged" else 0), kernels
 
 
 def _special_values(shape, seed: int, channels_last: bool) -> torch.Tensor:

@@ -1,7 +1,11 @@
 """2-D max pooling in Triton, with the semantics and argmax of the compiled kernels.
 
-Forward: a program handles a block of outputs flattened in memory order (ow
-fastest for NCHW, c fastest for NHWC), each lane walking its window with the
+Forward: a program handles a 2-D tile of outputs: BLOCK // BLOCK_C rows of
+BLOCK_C columns, where a row is an (image, channel, oh) output row and a
+column an ow for NCHW, and a row is an (image, oh, ow) pixel and a column a
+channel for NHWC. Rows are split into their coordinates once per row and
+columns need no split, so no lane divides per element. Each lane walks its
+window with the
 rules of ``csrc/kernels/max_pool.cuh``: the running max starts at -inf with the
 argmax at the window's first position inside the input, a larger value or a
 NaN takes over. Besides y it stores the window offset ``kh * KW + kw`` of the
@@ -9,7 +13,7 @@ maximum (uint8 or int32 as ``PoolGeometry.argmax_dtype`` says), so the
 backward, ``return_indices`` and autograd bookkeeping are shared with the
 native op.
 
-Backward: a program handles a block of inputs; each lane gathers grad_y from
+Backward: a program handles a tile of inputs the same way; each lane gathers grad_y from
 the windows that cover it and whose argmax it is, in (oh, ow) order. Every
 grad_x element is written once, with no atomics: deterministic.
 
@@ -39,6 +43,8 @@ _CONFIGS = [
 ]
 # One large block: the interpreter's cost is per program.
 _DEFAULT = triton.Config({"BLOCK": 8192}, num_warps=8)
+# Tile columns at most (a power of two, at most the smallest BLOCK).
+_MAX_BLOCK_C = 128
 # Tensors with at least this many elements are indexed in 64 bits.
 _INT32_LIMIT = 2**31
 # Windows (forward) or covering-output ranges (backward) with more positions
@@ -50,33 +56,41 @@ _SHAPE_KEY = ["numel", "channels", "in_h", "in_w", "out_h", "out_w", "KH", "KW",
 
 
 @triton.jit
-def _block_offsets(numel, INT64: tl.constexpr, BLOCK: tl.constexpr):
-    """This program's BLOCK flat element offsets and their in-bounds mask."""
+def _tile(rows, cols, INT64: tl.constexpr, BLOCK: tl.constexpr, BLOCK_C: tl.constexpr):
+    """This program's tile: its rows (BLOCK // BLOCK_C, axis 0 of the grid), columns
+    (BLOCK_C, axis 1) and the tile's in-bounds mask."""
     if INT64:
-        offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+        r = (tl.program_id(0).to(tl.int64) * (BLOCK // BLOCK_C)
+             + tl.arange(0, BLOCK // BLOCK_C).to(tl.int64))
     else:
-        offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    return offsets, offsets < numel
+        r = tl.program_id(0) * (BLOCK // BLOCK_C) + tl.arange(0, BLOCK // BLOCK_C)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    return r[:, None], c[None, :], (r < rows)[:, None] & (c < cols)[None, :]
 
 
 @triton.jit
-def _unravel(offsets, channels, height, width, other_plane, CHANNELS_LAST: tl.constexpr):
-    """(h, w) of flat offsets into an (N, C, height, width) tensor, and where the same
-    image and channel start in the other tensor of the pair (planes of other_plane
-    pixels), with the distance between its neighbouring pixels."""
+def _rows_cols(numel, channels, width, CHANNELS_LAST: tl.constexpr):
+    """Rows and columns of the tiling of a tensor of numel elements."""
+    cols = channels if CHANNELS_LAST else width
+    return numel // cols, cols
+
+
+@triton.jit
+def _unravel(r, c, channels, height, width, other_plane, CHANNELS_LAST: tl.constexpr):
+    """(h, w) of tile rows r and columns c of an (N, C, height, width) tensor (rows of
+    width elements, or pixels of channels elements), where the same image and channel
+    start in the other tensor of the pair (planes of other_plane pixels), and the
+    distance between its neighbouring pixels. Divides once per row, not per element."""
     if CHANNELS_LAST:
-        c = offsets % channels
-        pixel = offsets // channels
-        w = pixel % width
-        rest = pixel // width
+        w = r % width
+        rest = r // width
         h = rest % height
         base = (rest // height) * other_plane * channels + c
         pixel_stride = channels
     else:
-        w = offsets % width
-        rest = offsets // width
-        h = rest % height
-        base = (rest // height) * other_plane
+        w = c
+        h = r % height
+        base = (r // height) * other_plane
         pixel_stride = 1
     return h, w, base, pixel_stride
 
@@ -100,11 +114,13 @@ def _window_tap(x_ptr, best, best_tap, base, pixel_stride, in_h, in_w, row0, col
 def max_pool_forward_kernel(x_ptr, y_ptr, argmax_ptr, numel, channels, in_h, in_w, out_h, out_w,
                             stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
                             KH: tl.constexpr, KW: tl.constexpr, CHANNELS_LAST: tl.constexpr,
-                            INT64: tl.constexpr, BLOCK: tl.constexpr):
-    """y and the window offset of the maximum for outputs [pid * BLOCK, (pid + 1) * BLOCK)."""
-    offsets, mask = _block_offsets(numel, INT64, BLOCK)
+                            INT64: tl.constexpr, BLOCK: tl.constexpr, BLOCK_C: tl.constexpr):
+    """y and the window offset of the maximum for this program's tile of outputs."""
+    rows, cols = _rows_cols(numel, channels, out_w, CHANNELS_LAST)
+    r, c, mask = _tile(rows, cols, INT64, BLOCK, BLOCK_C)
+    offsets = r * cols + c
     # Input element (n, ih, iw, c) lies at base + (ih * in_w + iw) * pixel_stride.
-    oh, ow, base, pixel_stride = _unravel(offsets, channels, out_h, out_w, in_h * in_w,
+    oh, ow, base, pixel_stride = _unravel(r, c, channels, out_h, out_w, in_h * in_w,
                                           CHANNELS_LAST)
     row0 = oh * stride_h - pad_h
     col0 = ow * stride_w - pad_w
@@ -112,8 +128,8 @@ def max_pool_forward_kernel(x_ptr, y_ptr, argmax_ptr, numel, channels, in_h, in_
     # input, so all -inf windows pick the same element.
     kh_first = tl.where(row0 >= 0, 0, (dilation_h - 1 - row0) // dilation_h)
     kw_first = tl.where(col0 >= 0, 0, (dilation_w - 1 - col0) // dilation_w)
-    best = tl.full((BLOCK,), -float("inf"), tl.float32)
-    best_tap = (kh_first * KW + kw_first).to(tl.int32)
+    best = tl.full((BLOCK // BLOCK_C, BLOCK_C), -float("inf"), tl.float32)
+    best_tap = (kh_first * KW + kw_first + tl.zeros_like(best).to(tl.int32)).to(tl.int32)
     if KH * KW <= _MAX_UNROLLED_TAPS:
         for kh in tl.static_range(KH):
             for kw in tl.static_range(KW):
@@ -162,20 +178,23 @@ def max_pool_backward_kernel(grad_y_ptr, argmax_ptr, grad_x_ptr, numel, channels
                              out_h, out_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
                              dilation_w, KH: tl.constexpr, KW: tl.constexpr,
                              CHANNELS_LAST: tl.constexpr, INT64: tl.constexpr,
-                             COVER_H: tl.constexpr, COVER_W: tl.constexpr, BLOCK: tl.constexpr):
-    """grad_x for inputs [pid * BLOCK, (pid + 1) * BLOCK), gathered from the windows covering them.
+                             COVER_H: tl.constexpr, COVER_W: tl.constexpr, BLOCK: tl.constexpr,
+                             BLOCK_C: tl.constexpr):
+    """grad_x for this program's tile of inputs, gathered from the windows covering them.
 
     COVER_H x COVER_W bounds the covering outputs of one input (ceil(span / stride)
     per axis), so the loops have a compile-time trip count.
     """
-    offsets, mask = _block_offsets(numel, INT64, BLOCK)
-    ih, iw, out_base, pixel_stride = _unravel(offsets, channels, in_h, in_w, out_h * out_w,
+    rows, cols = _rows_cols(numel, channels, in_w, CHANNELS_LAST)
+    r, c, mask = _tile(rows, cols, INT64, BLOCK, BLOCK_C)
+    offsets = r * cols + c
+    ih, iw, out_base, pixel_stride = _unravel(r, c, channels, in_h, in_w, out_h * out_w,
                                               CHANNELS_LAST)
     first_h, last_h = _covering_range(ih, pad_h, KH, stride_h, dilation_h, out_h)
     first_w, last_w = _covering_range(iw, pad_w, KW, stride_w, dilation_w, out_w)
     i_h = ih + pad_h
     i_w = iw + pad_w
-    acc = tl.zeros((BLOCK,), tl.float32)
+    acc = tl.zeros((BLOCK // BLOCK_C, BLOCK_C), tl.float32)
     # Ascending (oh, ow): the summation order of the native kernels.
     if COVER_H * COVER_W <= _MAX_UNROLLED_TAPS:
         for j_h in tl.static_range(COVER_H):
@@ -197,19 +216,24 @@ def _covering_count(kernel: int, stride: int, dilation: int) -> int:
     return triton.cdiv((kernel - 1) * dilation + 1, stride)
 
 
-def _launch(kernel, tensors: tuple, geometry: PoolGeometry, numel: int,
+def _launch(kernel, tensors: tuple, geometry: PoolGeometry, numel: int, width: int,
             channels_last: bool, **constexprs) -> None:
     n, c, in_h, in_w = geometry.input_shape
     _, _, out_h, out_w = geometry.output_shape
     int64 = max(n * c * in_h * in_w, n * c * out_h * out_w) >= _INT32_LIMIT
 
+    # Tile columns: channels (NHWC) or the row's width (NCHW) of the tensor the
+    # kernel writes, numel elements.
+    cols = c if channels_last else width
+    block_c = min(triton.next_power_of_2(cols), _MAX_BLOCK_C)
+
     def grid(meta):
-        return (triton.cdiv(numel, meta["BLOCK"]),)
+        return (triton.cdiv(numel // cols, meta["BLOCK"] // block_c), triton.cdiv(cols, block_c))
 
     wrap_triton(kernel)[grid](
         *tensors, numel, c, in_h, in_w, out_h, out_w, *geometry.stride, *geometry.padding,
         *geometry.dilation, KH=geometry.kernel[0], KW=geometry.kernel[1],
-        CHANNELS_LAST=channels_last, INT64=int64, **constexprs)
+        CHANNELS_LAST=channels_last, INT64=int64, BLOCK_C=block_c, **constexprs)
 
 
 @triton_op("alexnet_kernels::max_pool2d_triton", mutates_args=())
@@ -224,7 +248,7 @@ def max_pool2d(x: torch.Tensor, kernel_size: list[int], stride: list[int], paddi
                          memory_format=layout)
     if y.numel() > 0:
         _launch(max_pool_forward_kernel, (x.contiguous(memory_format=layout), y, argmax),
-                geometry, y.numel(), layout == torch.channels_last)
+                geometry, y.numel(), geometry.output_shape[3], layout == torch.channels_last)
     return y, argmax
 
 
@@ -251,7 +275,7 @@ def max_pool2d_backward(grad_y: torch.Tensor, argmax: torch.Tensor, input_size: 
         _launch(max_pool_backward_kernel,
                 (grad_y.contiguous(memory_format=layout), argmax.contiguous(memory_format=layout),
                  grad_x),
-                geometry, grad_x.numel(), layout == torch.channels_last,
+                geometry, grad_x.numel(), geometry.input_shape[3], layout == torch.channels_last,
                 **dict(zip(("COVER_H", "COVER_W"), covering, strict=True)))
     return grad_x
 
@@ -264,6 +288,9 @@ _autograd.register(max_pool2d, _autograd.max_pool2d_rules(max_pool2d_backward))
 # in both layouts, with 32-bit indexing. Other windows compile the same code
 # with other unroll counts.
 _AOT_WINDOW = {"KH": 3, "KW": 3}
+# Tile columns of paper:pool1: its 27 (forward) / 55 (backward) wide rows take 32 / 64;
+# one tile width per layout here: 32 for NCHW, 96 channels take 128 for NHWC.
+_AOT_BLOCK_C = {False: 32, True: 128}
 _AOT_COVERING = dict.fromkeys(("COVER_H", "COVER_W"), _covering_count(3, 2, 1))
 _AOT_SHAPE_ARGS = ("numel", "channels", "in_h", "in_w", "out_h", "out_w", "stride_h",
                    "stride_w", "pad_h", "pad_w", "dilation_h", "dilation_w")
@@ -280,7 +307,8 @@ def _aot_kernels() -> list[AotKernel]:
             for channels_last in (False, True):
                 for config in _CONFIGS:
                     constexprs = {**_AOT_WINDOW, "CHANNELS_LAST": channels_last, "INT64": False,
-                                  **extra, **config.kwargs}
+                                  "BLOCK_C": _AOT_BLOCK_C[channels_last], **extra,
+                                  **config.kwargs}
                     signature = {name: f"*{dtype}" for name in value_pointers}
                     signature["argmax_ptr"] = "*u8"
                     signature.update(dict.fromkeys(_AOT_SHAPE_ARGS, "i32"))
