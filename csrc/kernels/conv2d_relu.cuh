@@ -112,7 +112,7 @@ AK_DEVICE_INLINE T zero_value() {
 // output passes its gradient, as PyTorch's ReLU backward (threshold_backward) does.
 template <typename T>
 AK_DEVICE_INLINE T masked_gradient(const T* grad_y, const T* y, int64_t at) {
-  return to_acc(y[at]) <= acc_t<T>(0) ? zero_value<T>() : grad_y[at];
+  return to_acc(ak_ld(y + at)) <= acc_t<T>(0) ? zero_value<T>() : ak_ld(grad_y + at);
 }
 
 // (image, h, w) of a pixel index flattened over images of height x width;
@@ -147,7 +147,7 @@ template <typename T>
 AK_DEVICE_INLINE T input_or_zero(const T* x, const ConvShape& s, int64_t image, int c, int ih,
                                  int iw) {
   if (ih < 0 || ih >= s.in_h || iw < 0 || iw >= s.in_w) return zero_value<T>();
-  return x[input_activation(s).offset(image, c, ih, iw)];
+  return ak_ld(x + input_activation(s).offset(image, c, ih, iw));
 }
 
 // (channel, tap) of a GEMM depth index flattened over channels x kernel taps,
@@ -219,13 +219,15 @@ struct FilterRows {
       static_assert(kConvRun % kPerVector == 0, "a run is whole 16-byte vectors");
 #pragma unroll
       for (int v = 0; v < kConvRun / kPerVector; ++v) {
-        const uint4 bits = *reinterpret_cast<const uint4*>(row + k + v * kPerVector);
+        const uint4 bits = ak_ld_as<uint4>(row + k + v * kPerVector);
         std::memcpy(&out[v * kPerVector], &bits, sizeof(bits));
       }
       return;
     }
 #pragma unroll
-    for (int i = 0; i < kConvRun; ++i) out[i] = k + i < k_end ? row[k + i] : zero_value<T>();
+    for (int i = 0; i < kConvRun; ++i) {
+      out[i] = k + i < k_end ? ak_ld(row + k + i) : zero_value<T>();
+    }
   }
 };
 
@@ -365,8 +367,8 @@ struct FilterColumns {
     for (int i = 0; i < kConvRun; ++i) {
       T v = zero_value<T>();
       if (n < s.in_group() && k + i < k_end) {
-        v = filters[static_cast<int64_t>(tap.channel) * s.filter_size() +
-                    tap.a * phase.h.tap_step * s.kernel_w + tap.b * phase.w.tap_step];
+        v = ak_ld(filters + (static_cast<int64_t>(tap.channel) * s.filter_size() +
+                             tap.a * phase.h.tap_step * s.kernel_w + tap.b * phase.w.tap_step));
       }
       out[i] = v;
       tap.step(phase);
@@ -447,11 +449,11 @@ struct BiasReluStore {
   AK_DEVICE_INLINE void store(int64_t m, int n, acc_t<T> value) const {
     if (m >= s.batch * s.out_pixels() || n >= s.out_group()) return;
     const int co = group * s.out_group() + n;
-    if (bias != nullptr) value += to_acc(bias[co]);
+    if (bias != nullptr) value += to_acc(ak_ld(bias + co));
     const PixelCursor out = PixelCursor::at(m, s.out_h, s.out_w);
     // `value < 0 ? 0 : value` keeps NaN, as torch.relu does.
-    y[output_activation(s).offset(out.image, co, out.h, out.w)] =
-        from_acc<T>(value < acc_t<T>(0) ? acc_t<T>(0) : value);
+    ak_st(y + output_activation(s).offset(out.image, co, out.h, out.w),
+          from_acc<T>(value < acc_t<T>(0) ? acc_t<T>(0) : value));
   }
 };
 
@@ -465,8 +467,8 @@ struct InputGradientStore {
   AK_DEVICE_INLINE void store(int64_t m, int n, acc_t<T> value) const {
     if (m >= s.batch * phase.pixels() || n >= s.in_group()) return;
     const PixelCursor in = phase_input_pixel(phase, s, m);
-    grad_x[input_activation(s).offset(in.image, group * s.in_group() + n, in.h, in.w)] =
-        from_acc<T>(value);
+    ak_st(grad_x + input_activation(s).offset(in.image, group * s.in_group() + n, in.h, in.w),
+          from_acc<T>(value));
   }
 };
 
@@ -481,7 +483,8 @@ struct WeightSliceStore {
   AK_DEVICE_INLINE void store(int64_t m, int n, acc_t<T> value) const {
     if (m >= s.out_group() || n >= s.filter_size()) return;
     const int64_t co = static_cast<int64_t>(group) * s.out_group() + m;
-    workspace[(static_cast<int64_t>(slice) * s.out_channels + co) * s.filter_size() + n] = value;
+    ak_st(workspace + (static_cast<int64_t>(slice) * s.out_channels + co) * s.filter_size() + n,
+          value);
   }
 };
 
@@ -524,9 +527,9 @@ struct FfmaAccumulator {
       acc_t<T> av[kRows];
       acc_t<T> bv[kCols];
 #pragma unroll
-      for (int i = 0; i < kRows; ++i) av[i] = to_acc(a[tm + 16 * i][kk]);
+      for (int i = 0; i < kRows; ++i) av[i] = to_acc(ak_ld(&a[tm + 16 * i][kk]));
 #pragma unroll
-      for (int j = 0; j < kCols; ++j) bv[j] = to_acc(b[tn + 8 * j][kk]);
+      for (int j = 0; j < kCols; ++j) bv[j] = to_acc(ak_ld(&b[tn + 8 * j][kk]));
 #pragma unroll
       for (int i = 0; i < kRows; ++i) {
 #pragma unroll
@@ -560,15 +563,15 @@ struct HalfMmaStep {
   // Registers of the fragment rows/columns starting at `row`, steps k0..k0+16.
   AK_DEVICE_INLINE static void load_a(uint32_t (&f)[4], const T (*tile)[kConvTileK + kPad],
                                       int row, int k0, int t) {
-    f[0] = load_pair_b32(&tile[row][k0 + 2 * t]);
-    f[1] = load_pair_b32(&tile[row + 8][k0 + 2 * t]);
-    f[2] = load_pair_b32(&tile[row][k0 + 2 * t + 8]);
-    f[3] = load_pair_b32(&tile[row + 8][k0 + 2 * t + 8]);
+    f[0] = ak_ld_as<uint32_t>(&tile[row][k0 + 2 * t]);
+    f[1] = ak_ld_as<uint32_t>(&tile[row + 8][k0 + 2 * t]);
+    f[2] = ak_ld_as<uint32_t>(&tile[row][k0 + 2 * t + 8]);
+    f[3] = ak_ld_as<uint32_t>(&tile[row + 8][k0 + 2 * t + 8]);
   }
   AK_DEVICE_INLINE static void load_b(uint32_t (&f)[2], const T (*tile)[kConvTileK + kPad],
                                       int col, int k0, int t) {
-    f[0] = load_pair_b32(&tile[col][k0 + 2 * t]);
-    f[1] = load_pair_b32(&tile[col][k0 + 2 * t + 8]);
+    f[0] = ak_ld_as<uint32_t>(&tile[col][k0 + 2 * t]);
+    f[1] = ak_ld_as<uint32_t>(&tile[col][k0 + 2 * t + 8]);
   }
   AK_DEVICE_INLINE static void mma(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
     ak_mma_m16n8k16<T>(c, a, b);
@@ -585,15 +588,15 @@ struct Tf32MmaStep {
   AK_DEVICE_INLINE static float stage(float v) { return to_tf32(v); }
   AK_DEVICE_INLINE static void load_a(uint32_t (&f)[4], const float (*tile)[kConvTileK + kPad],
                                       int row, int k0, int t) {
-    f[0] = float_bits(tile[row][k0 + t]);
-    f[1] = float_bits(tile[row + 8][k0 + t]);
-    f[2] = float_bits(tile[row][k0 + t + 4]);
-    f[3] = float_bits(tile[row + 8][k0 + t + 4]);
+    f[0] = float_bits(ak_ld(&tile[row][k0 + t]));
+    f[1] = float_bits(ak_ld(&tile[row + 8][k0 + t]));
+    f[2] = float_bits(ak_ld(&tile[row][k0 + t + 4]));
+    f[3] = float_bits(ak_ld(&tile[row + 8][k0 + t + 4]));
   }
   AK_DEVICE_INLINE static void load_b(uint32_t (&f)[2], const float (*tile)[kConvTileK + kPad],
                                       int col, int k0, int t) {
-    f[0] = float_bits(tile[col][k0 + t]);
-    f[1] = float_bits(tile[col][k0 + t + 4]);
+    f[0] = float_bits(ak_ld(&tile[col][k0 + t]));
+    f[1] = float_bits(ak_ld(&tile[col][k0 + t + 4]));
   }
   AK_DEVICE_INLINE static void mma(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
     ak_mma_m16n8k8_tf32(c, a, b);
@@ -702,10 +705,14 @@ AK_DEVICE_INLINE void implicit_gemm_tile(const OperandA& a, const OperandB& b,
     T staged[kConvRun];
     a.run(m0 + row, k0 + k_offset, k_end, staged);
 #pragma unroll
-    for (int i = 0; i < kConvRun; ++i) a_tile[row][k_offset + i] = Accumulator::stage(staged[i]);
+    for (int i = 0; i < kConvRun; ++i) {
+      ak_st(&a_tile[row][k_offset + i], Accumulator::stage(staged[i]));
+    }
     b.run(n0 + row, k0 + k_offset, k_end, staged);
 #pragma unroll
-    for (int i = 0; i < kConvRun; ++i) b_tile[row][k_offset + i] = Accumulator::stage(staged[i]);
+    for (int i = 0; i < kConvRun; ++i) {
+      ak_st(&b_tile[row][k_offset + i], Accumulator::stage(staged[i]));
+    }
     __syncthreads();
     acc.multiply(a_tile, b_tile);
     __syncthreads();  // the next step overwrites the tiles
@@ -788,8 +795,8 @@ __global__ void __launch_bounds__(kConvReduceThreads)
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < weight_numel;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     acc_t<T> sum = 0;
-    for (int s = 0; s < slice_count; ++s) sum += slices[s * weight_numel + i];
-    grad_w[i] = from_acc<T>(sum);
+    for (int s = 0; s < slice_count; ++s) sum += ak_ld(slices + (s * weight_numel + i));
+    ak_st(grad_w + i, from_acc<T>(sum));
   }
 }
 
@@ -811,13 +818,16 @@ __global__ void __launch_bounds__(kConvBiasThreads)
     const int oh = pixel / s.out_w;
     sum += to_acc(masked_gradient(grad_y, y, output.offset(image, c, oh, pixel - oh * s.out_w)));
   }
-  partial[threadIdx.x] = sum;
+  ak_st(&partial[threadIdx.x], sum);
   __syncthreads();
   for (int half = kConvBiasThreads / 2; half > 0; half /= 2) {
-    if (static_cast<int>(threadIdx.x) < half) partial[threadIdx.x] += partial[threadIdx.x + half];
+    if (static_cast<int>(threadIdx.x) < half) {
+      const Acc sum_of_pair = ak_ld(&partial[threadIdx.x]) + ak_ld(&partial[threadIdx.x + half]);
+      ak_st(&partial[threadIdx.x], sum_of_pair);
+    }
     __syncthreads();
   }
-  if (threadIdx.x == 0) grad_b[c] = from_acc<T>(partial[0]);
+  if (threadIdx.x == 0) ak_st(grad_b + c, from_acc<T>(ak_ld(&partial[0])));
 }
 
 // ---- launch plans and launches (shared by the CUDA launcher and the emulation tests) -------

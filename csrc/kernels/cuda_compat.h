@@ -13,7 +13,8 @@
 //     ak_ld(p) / ak_st(p, v): plain loads and stores on the GPU, recorded (call
 //     site, address, size) by the emulator when its counters are on
 //     (tests/cuda_emu/emu_counters.h). One pair serves global and shared
-//     memory: the emulator tells them apart by the address.
+//     memory: the emulator tells them apart by the address. ak_ld_as<U>(p)
+//     reads the bytes at p as one wider U (a vector access), counted likewise.
 #pragma once
 
 // Keeps the value parameter of the emulator's store from taking part in
@@ -57,6 +58,13 @@ __device__ __forceinline__ T ak_ld(const T* p) {
   return *p;
 }
 #define ak_st(p, v) ((void)(*(p) = (v)))
+
+// The sizeof(U) bytes at p read as one U (one vector access: a 32-bit pair of
+// 16-bit elements, a uint4 of eight); p is aligned for U.
+template <typename U, typename T>
+__device__ __forceinline__ U ak_ld_as(const T* p) {
+  return *reinterpret_cast<const U*>(p);
+}
 
 #elif defined(AK_CUDA_EMULATION)
 

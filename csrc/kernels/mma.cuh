@@ -33,13 +33,7 @@ inline constexpr bool kIsHalfType =
 template <typename T>
 AK_DEVICE_INLINE uint32_t load_pair_b32(const T* p) {
   static_assert(sizeof(T) == 2, "fragment registers pack two 16-bit elements");
-#if defined(__CUDACC__)
-  return *reinterpret_cast<const uint32_t*>(p);
-#else
-  uint32_t bits;  // memcpy: the host compiler's aliasing rules forbid the cast
-  std::memcpy(&bits, p, sizeof(bits));
-  return bits;
-#endif
+  return ak_ld_as<uint32_t>(p);
 }
 
 // fp32 rounded to TF32 (10 mantissa bits) to nearest, ties away from zero, as
