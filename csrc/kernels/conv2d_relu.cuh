@@ -830,20 +830,279 @@ __global__ void __launch_bounds__(kConvBiasThreads)
   if (threadIdx.x == 0) ak_st(grad_b + c, from_acc<T>(ak_ld(&partial[0])));
 }
 
+// ---- forward, pipelined: NHWC fp16 / bf16 with (C_in / groups) % 8 == 0 ----------------------
+//
+// The same GEMM as conv2d_relu_forward_kernel with K ordered (kh, kw, cin) instead,
+// channels innermost, so that 8 consecutive k are 8 consecutive channels of one
+// pixel in NHWC x, and 8 consecutive elements of one row of the OHWI weight: each
+// operand moves in 16-byte cp.async copies (zero-fill for padding and for k past K),
+// straight into a kFpropStages-deep ring of shared tiles, one barrier per K step. A
+// thread's copies are always the same chunk column of the same rows, so its
+// operand iterators are set up once (one division per row, for the pixel) and then
+// only add: FilterPosition walks (kh, kw, cin) of its chunk by whole K tiles.
+// Tiles are 128 x 32 elements, rows of four 16-byte chunks stored XOR-swizzled
+// (fprop_tile_offset), so both the cp.async stores (8 lanes: 2 rows x 4 chunks)
+// and the ldmatrix reads (8 rows of one chunk) hit all 32 banks once. 8 warps,
+// 2 x 4 over the 128 x 128 block tile, each 64 x 32 = 4 x 4 mma.m16n8k16 per k16
+// step from 4 + 2 ldmatrix.x4. The epilogue adds the bias and applies ReLU
+// (`v < 0 ? 0 : v`, which keeps NaN) and stores channel pairs.
+
+constexpr int kFpropThreads = 256;
+constexpr int kFpropTileM = 128;
+constexpr int kFpropTileN = 128;
+constexpr int kFpropTileK = 32;
+constexpr int kFpropStages = 3;
+constexpr int kFpropChunk = 8;  // 16-bit elements per 16-byte copy
+constexpr int kFpropChunksPerRow = kFpropTileK / kFpropChunk;
+constexpr int kFpropRowsPerPass = kFpropThreads / kFpropChunksPerRow;
+constexpr int kFpropPasses = kFpropTileM / kFpropRowsPerPass;  // rows per thread and operand
+constexpr int kFpropStageElements = kFpropTileM * kFpropTileK;
+constexpr int kFpropSmemBytes = 2 * kFpropStages * kFpropStageElements * 2;  // A and B rings
+static_assert(kFpropTileM == kFpropTileN, "A and B tiles share the load mapping");
+static_assert(kFpropChunksPerRow == 4, "the swizzle below is for rows of four chunks");
+static_assert(kFpropSmemBytes <= 48 * 1024, "no opt-in to more dynamic shared memory");
+
+// Element offset of 16-byte chunk `chunk` of tile row `row`. Rows are 64 bytes, so
+// rows 2i and 2i + 1 share one 128-byte bank line; XOR-ing the chunk with
+// (row / 2) % 4 puts the same chunk of 8 consecutive rows in 8 distinct 16-byte
+// bank groups.
+AK_HOST_DEVICE inline int fprop_tile_offset(int row, int chunk) {
+  return row * kFpropTileK + (chunk ^ ((row >> 1) & 3)) * kFpropChunk;
+}
+
+// Whether the forward runs the pipelined kernel: 16-bit tensor-core types, NHWC,
+// whole 16-byte channel vectors per group, and 16-byte aligned x and weight (the
+// host checks the pointers).
+AK_HOST_DEVICE inline bool conv_forward_is_pipelined(const ConvShape& s, bool half_type) {
+  return half_type && s.channels_last && s.in_group() % kFpropChunk == 0;
+}
+
+// (kh, kw, cin) of one thread's chunk, k = (kh * KW + kw) * (C_in / groups) + cin;
+// kh == KH once k has passed the filter. advance() moves k on without dividing.
+struct FilterPosition {
+  int channel;
+  int kh;
+  int kw;
+
+  AK_DEVICE_INLINE void advance(int step, const ConvShape& s) {
+    channel += step;
+    while (channel >= s.in_group()) {  // more than once only for C_in / groups < kFpropTileK
+      channel -= s.in_group();
+      if (++kw == s.kernel_w) {
+        kw = 0;
+        ++kh;
+      }
+    }
+  }
+};
+
+// One output pixel's window in x: its image (at the group's first channel) and
+// top-left input position.
+template <typename T>
+struct PatchRow {
+  const T* image;
+  int ih0;
+  int iw0;
+  bool valid;
+};
+
+// The cp.async copies of one thread: chunk `chunk` of rows row0 + i * kFpropRowsPerPass
+// of the A (x patches) and B (weight rows) tiles.
+template <typename T>
+struct FpropLoader {
+  const T* x;
+  PatchRow<T> patches[kFpropPasses];
+  const T* filters[kFpropPasses];  // weight rows, nullptr past C_out / groups
+  FilterPosition at;
+  int k;  // of this thread's chunk in the next tile
+  int chunk;
+  int row0;
+
+  AK_DEVICE_INLINE void init(const ConvForwardArgs<T>& a, int group, int64_t m0, int n0) {
+    const ConvShape& s = a.s;
+    const int64_t rows = s.batch * s.out_pixels();
+    x = a.x;
+    chunk = static_cast<int>(threadIdx.x) % kFpropChunksPerRow;
+    row0 = static_cast<int>(threadIdx.x) / kFpropChunksPerRow;
+#pragma unroll
+    for (int i = 0; i < kFpropPasses; ++i) {
+      const int64_t m = m0 + row0 + i * kFpropRowsPerPass;
+      const PixelCursor p = PixelCursor::at(m < rows ? m : 0, s.out_h, s.out_w);
+      patches[i] = {a.x + p.image * input_activation(s).image_size() + group * s.in_group(),
+                    p.h * s.stride_h - s.pad_h, p.w * s.stride_w - s.pad_w, m < rows};
+      const int n = n0 + row0 + i * kFpropRowsPerPass;
+      filters[i] = n < s.out_group()
+                       ? a.w + (static_cast<int64_t>(group) * s.out_group() + n) * s.filter_size()
+                       : nullptr;
+    }
+    k = chunk * kFpropChunk;
+    at = {k, 0, 0};
+    at.advance(0, s);
+  }
+
+  // Issues the copies of the next K tile into ring stage `stage`.
+  AK_DEVICE_INLINE void load(T* a_stage, T* b_stage, const ConvShape& s) {
+    const bool k_inside = at.kh < s.kernel_h;
+    const int dh = at.kh * s.dilation_h;
+    const int dw = at.kw * s.dilation_w;
+#pragma unroll
+    for (int i = 0; i < kFpropPasses; ++i) {
+      const int row = row0 + i * kFpropRowsPerPass;
+      const PatchRow<T>& p = patches[i];
+      const int ih = p.ih0 + dh;
+      const int iw = p.iw0 + dw;
+      const bool a_inside = p.valid && k_inside && ih >= 0 && ih < s.in_h && iw >= 0 &&
+                            iw < s.in_w;
+      const T* a_src = a_inside ? p.image + ((ih * s.in_w + iw) * s.in_channels + at.channel) : x;
+      ak_cp_async<16>(a_stage + fprop_tile_offset(row, chunk), a_src, a_inside ? 16 : 0);
+      const bool b_inside = filters[i] != nullptr && k_inside;
+      const T* b_src = b_inside ? filters[i] + k : x;
+      ak_cp_async<16>(b_stage + fprop_tile_offset(row, chunk), b_src, b_inside ? 16 : 0);
+    }
+    k += kFpropTileK;
+    at.advance(kFpropTileK, s);
+  }
+};
+
+// Two 16-bit outputs side by side, stored as one 32-bit word.
+template <typename T>
+struct alignas(4) OutputPair {
+  T lo;
+  T hi;
+};
+
+// grid (M tiles, C_out / groups tiles, groups); kFpropSmemBytes of dynamic shared memory.
+template <typename T>
+__global__ void __launch_bounds__(kFpropThreads)
+    conv2d_relu_forward_nhwc_kernel(ConvForwardArgs<T> a) {
+  static_assert(kIsHalfType<T>, "fp16 / bf16 on mma.m16n8k16");
+  AK_DYNAMIC_SHARED(T, smem);
+  T* const a_ring = smem;
+  T* const b_ring = smem + kFpropStages * kFpropStageElements;
+  const ConvShape& s = a.s;
+  const int group = static_cast<int>(blockIdx.z);
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * kFpropTileM;
+  const int n0 = static_cast<int>(blockIdx.y) * kFpropTileN;
+  const int k_tiles = ceil_div(s.filter_size(), kFpropTileK);
+  FpropLoader<T> loader;
+  loader.init(a, group, m0, n0);
+  // Prologue: the first kFpropStages - 1 tiles in flight, one commit group each
+  // (empty past the last tile, so that the group count stays in step).
+#pragma unroll
+  for (int stage = 0; stage < kFpropStages - 1; ++stage) {
+    if (stage < k_tiles) {
+      loader.load(a_ring + stage * kFpropStageElements, b_ring + stage * kFpropStageElements, s);
+    }
+    ak_cp_async_commit();
+  }
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+  const int warp_m0 = (warp % 2) * 64;
+  const int warp_n0 = (warp / 2) * 32;
+  float acc[4][4][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+    }
+  }
+  for (int kt = 0; kt < k_tiles; ++kt) {
+    // Tile kt has landed for this thread; after the barrier for every thread, and
+    // every warp is done with tile kt - 1, whose stage the next copies overwrite.
+    ak_cp_async_wait<kFpropStages - 2>();
+    __syncthreads();
+    const int next = kt + kFpropStages - 1;
+    if (next < k_tiles) {
+      const int stage = next % kFpropStages;
+      loader.load(a_ring + stage * kFpropStageElements, b_ring + stage * kFpropStageElements, s);
+    }
+    ak_cp_async_commit();
+    const T* a_tile = a_ring + (kt % kFpropStages) * kFpropStageElements;
+    const T* b_tile = b_ring + (kt % kFpropStages) * kFpropStageElements;
+#pragma unroll
+    for (int kk = 0; kk < kFpropChunksPerRow; kk += 2) {
+      uint32_t af[4][4];
+      uint32_t bf[2][4];
+      // A: lanes 0-15 give rows 0-15 at chunk kk, lanes 16-31 the same rows at kk + 1.
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        ak_ldmatrix<4>(af[i], a_tile + fprop_tile_offset(warp_m0 + 16 * i + lane % 16,
+                                                         kk + lane / 16));
+      }
+      // B: matrices (n 0-7, chunk kk), (n 0-7, kk + 1), (n 8-15, kk), (n 8-15, kk + 1).
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        ak_ldmatrix<4>(bf[j], b_tile + fprop_tile_offset(warp_n0 + 16 * j + lane % 8 +
+                                                             8 * (lane / 16),
+                                                         kk + (lane / 8) % 2));
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const uint32_t b[2] = {bf[j / 2][2 * (j % 2)], bf[j / 2][2 * (j % 2) + 1]};
+          ak_mma_m16n8k16<T>(acc[i][j], af[i], b);
+        }
+      }
+    }
+  }
+  ak_cp_async_wait_all();  // only empty groups are left
+  const int64_t rows = s.batch * s.out_pixels();
+  const bool pairs = s.out_channels % 2 == 0 && s.out_group() % 2 == 0;  // 4-byte aligned
+  const int g = lane / 4;
+  const int t = lane % 4;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int n = n0 + warp_n0 + 8 * j + 2 * t;
+    const int co = group * s.out_group() + n;
+    float bias[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      if (a.bias != nullptr && n + e < s.out_group()) bias[e] = to_acc(ak_ld(a.bias + co + e));
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int64_t m = m0 + warp_m0 + 16 * i + g + 8 * half;
+        if (m >= rows || n >= s.out_group()) continue;
+        T* out = a.y + m * s.out_channels + co;
+        float v[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          v[e] = acc[i][j][2 * half + e] + bias[e];
+          v[e] = v[e] < 0.0f ? 0.0f : v[e];
+        }
+        if (pairs) {
+          ak_st(reinterpret_cast<OutputPair<T>*>(out),
+                (OutputPair<T>{from_acc<T>(v[0]), from_acc<T>(v[1])}));
+        } else {
+          ak_st(out, from_acc<T>(v[0]));
+          if (n + 1 < s.out_group()) ak_st(out + 1, from_acc<T>(v[1]));
+        }
+      }
+    }
+  }
+}
+
 // ---- launch plans and launches (shared by the CUDA launcher and the emulation tests) -------
 
 struct ConvPlan {
   bool valid;
   const char* reason;
   dim3 grid;
+  bool pipelined;        // forward only: conv2d_relu_forward_nhwc_kernel (OHWI weight)
   int slices;            // grad_w only
   int64_t slice_depth;   // grad_w only
 };
 
-inline ConvPlan plan_gemm(int64_t rows, int64_t cols, int64_t layers) {
+inline ConvPlan plan_gemm(int64_t rows, int64_t cols, int64_t layers, int tile_m = kConvTileM,
+                          int tile_n = kConvTileN) {
   ConvPlan plan{};
-  const int64_t grid_x = ceil_div<int64_t>(rows, kConvTileM);
-  const int64_t grid_y = ceil_div<int64_t>(cols, kConvTileN);
+  const int64_t grid_x = ceil_div<int64_t>(rows, tile_m);
+  const int64_t grid_y = ceil_div<int64_t>(cols, tile_n);
   plan.valid = grid_x <= kConvMaxGridX && grid_y <= kConvMaxGridYZ && layers <= kConvMaxGridYZ;
   plan.reason = plan.valid ? "" : "the GEMM has more tiles than a CUDA grid can cover";
   plan.grid = dim3(static_cast<unsigned>(grid_x), static_cast<unsigned>(grid_y),
@@ -852,8 +1111,14 @@ inline ConvPlan plan_gemm(int64_t rows, int64_t cols, int64_t layers) {
   return plan;
 }
 
-inline ConvPlan plan_conv_forward(const ConvShape& s) {
-  return plan_gemm(s.batch * s.out_pixels(), s.out_group(), s.groups);
+// `pipelined`: the caller has checked conv_forward_is_pipelined and the operands'
+// 16-byte alignment, and passes the weight as OHWI.
+inline ConvPlan plan_conv_forward(const ConvShape& s, bool pipelined = false) {
+  ConvPlan plan = pipelined ? plan_gemm(s.batch * s.out_pixels(), s.out_group(), s.groups,
+                                        kFpropTileM, kFpropTileN)
+                            : plan_gemm(s.batch * s.out_pixels(), s.out_group(), s.groups);
+  plan.pipelined = pipelined;
+  return plan;
 }
 
 // Blocks cover the phase with the most pixels; those past a smaller phase's end exit.
@@ -895,6 +1160,13 @@ inline dim3 conv_reduce_grid(int64_t weight_numel) {
 template <typename T>
 void launch_conv2d_relu_forward(const ConvForwardArgs<T>& args, const ConvPlan& plan, bool tf32,
                                 cudaStream_t stream) {
+  if constexpr (kIsHalfType<T>) {
+    if (plan.pipelined) {
+      auto pipelined = &conv2d_relu_forward_nhwc_kernel<T>;
+      AK_LAUNCH(pipelined, plan.grid, dim3(kFpropThreads), kFpropSmemBytes, stream)(args);
+      return;
+    }
+  }
   auto kernel = &conv2d_relu_forward_kernel<T, false>;
   if constexpr (std::is_same_v<T, float>) {
     if (tf32) kernel = &conv2d_relu_forward_kernel<T, true>;
