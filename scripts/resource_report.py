@@ -127,8 +127,8 @@ def read_resources(library: Path) -> list[KernelResources]:
 
 
 # The convolution kernels that run an implicit GEMM (conv2d_relu.cuh).
-GEMM_KERNELS = ("conv2d_relu_forward_kernel", "conv2d_relu_grad_input_kernel",
-                "conv2d_relu_grad_weight_kernel")
+GEMM_KERNELS = ("conv2d_relu_forward_kernel", "conv2d_relu_forward_nhwc_kernel",
+                "conv2d_relu_grad_input_kernel", "conv2d_relu_grad_weight_kernel")
 
 
 def read_tensor_core_opcodes(library: Path) -> dict[tuple[int, str], str]:

@@ -871,96 +871,104 @@ AK_HOST_DEVICE inline int fprop_tile_offset(int row, int chunk) {
 }
 
 // Whether the forward runs the pipelined kernel: 16-bit tensor-core types, NHWC,
-// whole 16-byte channel vectors per group, and 16-byte aligned x and weight (the
-// host checks the pointers).
+// whole 16-byte channel vectors per group, kernels of at most 32 x 32 (the masks of
+// FpropLoader), and 16-byte aligned x and weight (the host checks the pointers).
 AK_HOST_DEVICE inline bool conv_forward_is_pipelined(const ConvShape& s, bool half_type) {
-  return half_type && s.channels_last && s.in_group() % kFpropChunk == 0;
+  return half_type && s.channels_last && s.in_group() % kFpropChunk == 0 && s.kernel_h <= 32 &&
+         s.kernel_w <= 32;
 }
 
 // (kh, kw, cin) of one thread's chunk, k = (kh * KW + kw) * (C_in / groups) + cin;
-// kh == KH once k has passed the filter. advance() moves k on without dividing.
+// kh == KH once k has passed the filter. advance() moves k on by adding, without
+// dividing, and returns how far the chunk moved in an NHWC image: the same for the
+// window of every output pixel.
 struct FilterPosition {
   int channel;
   int kh;
   int kw;
 
-  AK_DEVICE_INLINE void advance(int step, const ConvShape& s) {
+  AK_DEVICE_INLINE int advance(int step, const ConvShape& s) {
+    int moved = step;
     channel += step;
     while (channel >= s.in_group()) {  // more than once only for C_in / groups < kFpropTileK
       channel -= s.in_group();
+      moved += s.dilation_w * s.in_channels - s.in_group();  // next kw, channel 0
       if (++kw == s.kernel_w) {
         kw = 0;
         ++kh;
+        moved += (s.dilation_h * s.in_w - s.kernel_w * s.dilation_w) * s.in_channels;
       }
     }
+    return moved;
   }
 };
 
-// One output pixel's window in x: its image (at the group's first channel) and
-// top-left input position.
-template <typename T>
-struct PatchRow {
-  const T* image;
-  int ih0;
-  int iw0;
-  bool valid;
-};
+// Bit t set where filter tap t along one axis of a window starting at input index
+// `first` lies inside the input (taps <= 32, as the pipelined kernel requires).
+AK_DEVICE_INLINE uint32_t inside_taps(int first, int taps, int dilation, int size) {
+  uint32_t mask = 0;
+  for (int t = 0; t < taps; ++t) {
+    const int at = first + t * dilation;
+    if (at >= 0 && at < size) mask |= 1u << t;
+  }
+  return mask;
+}
 
 // The cp.async copies of one thread: chunk `chunk` of rows row0 + i * kFpropRowsPerPass
-// of the A (x patches) and B (weight rows) tiles.
+// of the A (x patches) and B (weight rows) tiles, with the CUTLASS "optimized"
+// iterators' precomputation: a pointer per row that every K tile moves by the same
+// amount, and per row the masks of the filter rows and columns inside the input.
 template <typename T>
 struct FpropLoader {
-  const T* x;
-  PatchRow<T> patches[kFpropPasses];
-  const T* filters[kFpropPasses];  // weight rows, nullptr past C_out / groups
+  const T* patch[kFpropPasses];    // this chunk of x under the window (may lie outside)
+  uint32_t rows_inside[kFpropPasses];  // inside_taps along H; 0 past M
+  uint32_t cols_inside[kFpropPasses];  // ... along W
+  const T* filter[kFpropPasses];   // this chunk of the weight row
+  bool filter_inside[kFpropPasses];  // the row is an output channel (not past N)
+  int store_offset[kFpropPasses];  // in a stage tile
   FilterPosition at;
-  int k;  // of this thread's chunk in the next tile
-  int chunk;
-  int row0;
 
   AK_DEVICE_INLINE void init(const ConvForwardArgs<T>& a, int group, int64_t m0, int n0) {
     const ConvShape& s = a.s;
     const int64_t rows = s.batch * s.out_pixels();
-    x = a.x;
-    chunk = static_cast<int>(threadIdx.x) % kFpropChunksPerRow;
-    row0 = static_cast<int>(threadIdx.x) / kFpropChunksPerRow;
-#pragma unroll
-    for (int i = 0; i < kFpropPasses; ++i) {
-      const int64_t m = m0 + row0 + i * kFpropRowsPerPass;
-      const PixelCursor p = PixelCursor::at(m < rows ? m : 0, s.out_h, s.out_w);
-      patches[i] = {a.x + p.image * input_activation(s).image_size() + group * s.in_group(),
-                    p.h * s.stride_h - s.pad_h, p.w * s.stride_w - s.pad_w, m < rows};
-      const int n = n0 + row0 + i * kFpropRowsPerPass;
-      filters[i] = n < s.out_group()
-                       ? a.w + (static_cast<int64_t>(group) * s.out_group() + n) * s.filter_size()
-                       : nullptr;
-    }
-    k = chunk * kFpropChunk;
-    at = {k, 0, 0};
-    at.advance(0, s);
-  }
-
-  // Issues the copies of the next K tile into ring stage `stage`.
-  AK_DEVICE_INLINE void load(T* a_stage, T* b_stage, const ConvShape& s) {
-    const bool k_inside = at.kh < s.kernel_h;
-    const int dh = at.kh * s.dilation_h;
-    const int dw = at.kw * s.dilation_w;
+    const int chunk = static_cast<int>(threadIdx.x) % kFpropChunksPerRow;
+    const int row0 = static_cast<int>(threadIdx.x) / kFpropChunksPerRow;
+    at = {0, 0, 0};
+    const int start = at.advance(chunk * kFpropChunk, s);
 #pragma unroll
     for (int i = 0; i < kFpropPasses; ++i) {
       const int row = row0 + i * kFpropRowsPerPass;
-      const PatchRow<T>& p = patches[i];
-      const int ih = p.ih0 + dh;
-      const int iw = p.iw0 + dw;
-      const bool a_inside = p.valid && k_inside && ih >= 0 && ih < s.in_h && iw >= 0 &&
-                            iw < s.in_w;
-      const T* a_src = a_inside ? p.image + ((ih * s.in_w + iw) * s.in_channels + at.channel) : x;
-      ak_cp_async<16>(a_stage + fprop_tile_offset(row, chunk), a_src, a_inside ? 16 : 0);
-      const bool b_inside = filters[i] != nullptr && k_inside;
-      const T* b_src = b_inside ? filters[i] + k : x;
-      ak_cp_async<16>(b_stage + fprop_tile_offset(row, chunk), b_src, b_inside ? 16 : 0);
+      const int64_t m = m0 + row;
+      const PixelCursor p = PixelCursor::at(m < rows ? m : 0, s.out_h, s.out_w);
+      const int ih0 = p.h * s.stride_h - s.pad_h;
+      const int iw0 = p.w * s.stride_w - s.pad_w;
+      // Points before the image in the padding: only copies inside the input read it.
+      patch[i] = a.x + p.image * input_activation(s).image_size() + group * s.in_group() +
+                 (static_cast<int64_t>(ih0) * s.in_w + iw0) * s.in_channels + start;
+      rows_inside[i] = m < rows ? inside_taps(ih0, s.kernel_h, s.dilation_h, s.in_h) : 0u;
+      cols_inside[i] = inside_taps(iw0, s.kernel_w, s.dilation_w, s.in_w);
+      const int n = n0 + row;
+      filter_inside[i] = n < s.out_group();
+      filter[i] = a.w + (static_cast<int64_t>(group) * s.out_group() + (filter_inside[i] ? n : 0)) *
+                            s.filter_size() + chunk * kFpropChunk;
+      store_offset[i] = fprop_tile_offset(row, chunk);
     }
-    k += kFpropTileK;
-    at.advance(kFpropTileK, s);
+  }
+
+  // Issues the copies of the next K tile into ring stage `stage` (an element offset).
+  AK_DEVICE_INLINE void load(T* a_ring, T* b_ring, int stage, const ConvShape& s) {
+    const bool k_inside = at.kh < s.kernel_h;  // rows_inside has no bit kh == KH
+#pragma unroll
+    for (int i = 0; i < kFpropPasses; ++i) {
+      const bool a_inside = ((rows_inside[i] >> at.kh) & (cols_inside[i] >> at.kw) & 1u) != 0;
+      ak_cp_async<16>(a_ring + (stage + store_offset[i]), patch[i], a_inside ? 16 : 0);
+      ak_cp_async<16>(b_ring + (stage + store_offset[i]), filter[i],
+                      filter_inside[i] && k_inside ? 16 : 0);
+      filter[i] += kFpropTileK;
+    }
+    const int moved = at.advance(kFpropTileK, s);
+#pragma unroll
+    for (int i = 0; i < kFpropPasses; ++i) patch[i] += moved;
   }
 };
 
@@ -990,15 +998,24 @@ __global__ void __launch_bounds__(kFpropThreads)
   // (empty past the last tile, so that the group count stays in step).
 #pragma unroll
   for (int stage = 0; stage < kFpropStages - 1; ++stage) {
-    if (stage < k_tiles) {
-      loader.load(a_ring + stage * kFpropStageElements, b_ring + stage * kFpropStageElements, s);
-    }
+    if (stage < k_tiles) loader.load(a_ring, b_ring, stage * kFpropStageElements, s);
     ak_cp_async_commit();
   }
   const int lane = static_cast<int>(threadIdx.x) % 32;
   const int warp = static_cast<int>(threadIdx.x) / 32;
   const int warp_m0 = (warp % 2) * 64;
   const int warp_n0 = (warp / 2) * 32;
+  // The lane's ldmatrix rows, per k16 half of the tile. Rows 16 apart share their
+  // swizzle, so the warp's other 16-row blocks are these plus a constant.
+  int a_frag[2];
+  int b_frag[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    // A: lanes 0-15 give rows 0-15 at chunk 2h, lanes 16-31 the same rows at 2h + 1.
+    a_frag[h] = fprop_tile_offset(warp_m0 + lane % 16, 2 * h + lane / 16);
+    // B: matrices (n 0-7, chunk 2h), (n 0-7, 2h + 1), (n 8-15, 2h), (n 8-15, 2h + 1).
+    b_frag[h] = fprop_tile_offset(warp_n0 + lane % 8 + 8 * (lane / 16), 2 * h + (lane / 8) % 2);
+  }
   float acc[4][4][4];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -1008,35 +1025,26 @@ __global__ void __launch_bounds__(kFpropThreads)
       for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
     }
   }
+  int read_stage = 0;                                             // tile kt's stage
+  int write_stage = (kFpropStages - 1) * kFpropStageElements;  // tile kt + stages - 1's
   for (int kt = 0; kt < k_tiles; ++kt) {
     // Tile kt has landed for this thread; after the barrier for every thread, and
     // every warp is done with tile kt - 1, whose stage the next copies overwrite.
     ak_cp_async_wait<kFpropStages - 2>();
     __syncthreads();
-    const int next = kt + kFpropStages - 1;
-    if (next < k_tiles) {
-      const int stage = next % kFpropStages;
-      loader.load(a_ring + stage * kFpropStageElements, b_ring + stage * kFpropStageElements, s);
-    }
+    if (kt + kFpropStages - 1 < k_tiles) loader.load(a_ring, b_ring, write_stage, s);
     ak_cp_async_commit();
-    const T* a_tile = a_ring + (kt % kFpropStages) * kFpropStageElements;
-    const T* b_tile = b_ring + (kt % kFpropStages) * kFpropStageElements;
 #pragma unroll
-    for (int kk = 0; kk < kFpropChunksPerRow; kk += 2) {
+    for (int h = 0; h < 2; ++h) {
       uint32_t af[4][4];
       uint32_t bf[2][4];
-      // A: lanes 0-15 give rows 0-15 at chunk kk, lanes 16-31 the same rows at kk + 1.
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        ak_ldmatrix<4>(af[i], a_tile + fprop_tile_offset(warp_m0 + 16 * i + lane % 16,
-                                                         kk + lane / 16));
+        ak_ldmatrix<4>(af[i], a_ring + (read_stage + a_frag[h] + 16 * i * kFpropTileK));
       }
-      // B: matrices (n 0-7, chunk kk), (n 0-7, kk + 1), (n 8-15, kk), (n 8-15, kk + 1).
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
-        ak_ldmatrix<4>(bf[j], b_tile + fprop_tile_offset(warp_n0 + 16 * j + lane % 8 +
-                                                             8 * (lane / 16),
-                                                         kk + (lane / 8) % 2));
+        ak_ldmatrix<4>(bf[j], b_ring + (read_stage + b_frag[h] + 16 * j * kFpropTileK));
       }
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
@@ -1047,6 +1055,10 @@ __global__ void __launch_bounds__(kFpropThreads)
         }
       }
     }
+    read_stage = read_stage == (kFpropStages - 1) * kFpropStageElements
+                     ? 0 : read_stage + kFpropStageElements;
+    write_stage = write_stage == (kFpropStages - 1) * kFpropStageElements
+                      ? 0 : write_stage + kFpropStageElements;
   }
   ak_cp_async_wait_all();  // only empty groups are left
   const int64_t rows = s.batch * s.out_pixels();

@@ -723,7 +723,8 @@ inline void cp_async_commit() {
 inline void cp_async_wait(std::uint64_t newest_kept, bool all) {
   current_block("cp.async.wait_group");
   AsyncCopyQueue& queue = async_copy_queues[tl_tid];
-  const std::uint64_t done_below = queue.committed > newest_kept ? queue.committed - newest_kept : 0;
+  const std::uint64_t done_below =
+      queue.committed > newest_kept ? queue.committed - newest_kept : 0;
   std::vector<AsyncCopy> kept;
   for (const AsyncCopy& c : queue.pending) {
     if (all || (c.group != AsyncCopyQueue::kUncommitted && c.group < done_below)) {
