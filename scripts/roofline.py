@@ -7,7 +7,8 @@ kernel launch the model takes three times and keeps the largest:
   ``alexnet_kernels.bench.cases.traffic``: every tensor read or written once) over
   the memory bandwidth;
 * math: the FLOPs over the peak of the unit that does them (tensor cores for the
-  fp16/bf16 and TF32 GEMMs, FMA pipes otherwise);
+  fp16/bf16 and TF32 GEMMs, FMA pipes otherwise); for the convolutions the FLOPs
+  their tiles issue, partial tiles' padding included;
 * issue: the warp instructions the kernel issues over the SMs' issue rate (4
   schedulers per SM, one warp instruction per clock each). The instructions per
   main-loop iteration are read from the kernel's SASS (``scripts/sass_mix.py``) and
@@ -138,6 +139,16 @@ class Gemm:
     @property
     def flops(self) -> float:
         return 2.0 * self.m * self.n * self.k * self.groups
+
+    @property
+    def issued_flops(self) -> float:
+        """The FLOPs the tensor cores execute: M, N and K rounded up to whole tiles (the
+        partial tiles' padding is multiplied too)."""
+        tile_m, tile_n, tile_k, _ = self.tile
+        def whole(size: int, tile: int) -> int:
+            return math.ceil(size / tile) * tile
+        return 2.0 * whole(self.m, tile_m) * whole(self.n, tile_n) * whole(self.k, tile_k) * \
+            self.groups
 
     def warp_iterations(self) -> int:
         """Main-loop iterations over all warps: one per K tile per warp of each CTA."""
@@ -277,8 +288,8 @@ def _conv_rows(case, batch, dtype, itemsize, tensor_rate, gpu, arch, by_name, tr
         direction = "forward" if "forward" in kernel else "backward"
         share = 1.0 if direction == "forward" else 0.5  # grad_x and grad_w split the bytes
         moved = int(t.ours[direction] * share)
-        found.append(model(kernel, case.layer, gpu, dtype, moved, gemm.flops, tensor_rate,
-                           gemm.warp_iterations() * mix.main.instructions, moved,
+        found.append(model(kernel, case.layer, gpu, dtype, moved, gemm.issued_flops,
+                           tensor_rate, gemm.warp_iterations() * mix.main.instructions, moved,
                            gemm.flops, tensor_rate))
     return found
 

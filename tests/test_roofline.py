@@ -31,6 +31,7 @@ def test_gemm_iterations_count_k_tiles_of_every_warp() -> None:
     gemm = roofline.Gemm(m=130, n=64, k=33, groups=2)
     assert gemm.warp_iterations() == 6 * 4 * 2
     assert gemm.flops == 2 * 130 * 64 * 33 * 2
+    assert gemm.issued_flops == 2 * 192 * 64 * 64 * 2  # M, K padded to the 64 x 32 tiles
 
 
 def test_conv_gemm_shapes_of_a_strided_layer() -> None:
