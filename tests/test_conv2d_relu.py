@@ -234,13 +234,14 @@ PIPELINE_CASES = {
     "k-tail-cin8": ((8, 7, 9), (12, 8, 3, 3), 1, 1, 1, 1, 2),
     # K = 16: a single K step, shorter than the tile (the prologue's second group is empty).
     "one-k-step": ((16, 5, 5), (20, 16, 1, 1), 1, 0, 1, 1, 1),
-    # C_in = 24 does not divide the K tile: chunks meet new taps at every step; C_out 130:
-    # a second, nearly empty N tile; stride 2 over odd sizes, padding on every side.
-    "cin24-cout130-strided": ((24, 11, 9), (130, 24, 3, 3), 2, 1, 1, 1, 1),
-    # groups (C_in / groups = 16), dilation 2, odd C_out / groups (single-element stores).
+    # C_in = 24 does not divide the K tile: chunks meet new taps at every step; a 3 x 1
+    # kernel; C_out 130: a second, nearly empty N tile; stride 2 over odd sizes.
+    "cin24-cout130-strided": ((24, 11, 9), (130, 24, 3, 1), 2, 1, 1, 1, 1),
+    # groups (C_in / groups = 16), dilation 2, odd C_out / groups (single-element stores);
+    # K = 144: 5 K steps, so the 3-stage ring wraps.
     "grouped-dilated-odd-cout": ((32, 9, 10), (18, 16, 3, 3), 1, 2, 2, 2, 1),
-    # 3 images x 90 pixels: three M tiles, the last partial; 5 K steps around the 3-stage ring.
-    "m-tiles": ((16, 9, 10), (40, 16, 3, 3), 1, 1, 1, 1, 3),
+    # 3 images x 90 pixels: three M tiles, the last partial (1 x 1: K = 32, one whole tile).
+    "m-tiles": ((32, 9, 10), (40, 32, 1, 1), 1, 0, 1, 1, 3),
 }
 
 
