@@ -27,7 +27,11 @@
 // (forward), or stores the gradient. grad_w splits K over blocks into an fp32
 // (fp64 for double) workspace and a second kernel sums the slices in fixed
 // order: deterministic, no atomics. grad_b is a fixed-order block reduction
-// per channel. One stage of shared tiles, no software pipelining yet.
+// per channel. One stage of shared tiles, no software pipelining.
+//
+// The forward for NHWC fp16 / bf16 with (C_in / groups) % 8 == 0 instead runs the
+// pipelined conv2d_relu_forward_nhwc_kernel (K ordered (kh, kw, cin), cp.async into a
+// 3-stage ring, ldmatrix, 128 x 128 tiles of 8 warps; see its section below).
 //
 // Indexing: an image of x or y (C x H x W elements) fits in 32 bits (the host
 // checks it); image offsets and GEMM rows/depths that span images are 64-bit.
@@ -845,7 +849,8 @@ __global__ void __launch_bounds__(kConvBiasThreads)
 // and the ldmatrix reads (8 rows of one chunk) hit all 32 banks once. 8 warps,
 // 2 x 4 over the 128 x 128 block tile, each 64 x 32 = 4 x 4 mma.m16n8k16 per k16
 // step from 4 + 2 ldmatrix.x4. The epilogue adds the bias and applies ReLU
-// (`v < 0 ? 0 : v`, which keeps NaN) and stores channel pairs.
+// (`v < 0 ? 0 : v`, which keeps NaN), stages the tile in shared memory and stores it
+// in 16-byte chunks of 8 channels.
 
 constexpr int kFpropThreads = 256;
 constexpr int kFpropTileM = 128;
@@ -860,6 +865,10 @@ constexpr int kFpropStageElements = kFpropTileM * kFpropTileK;
 constexpr int kFpropSmemBytes = 2 * kFpropStages * kFpropStageElements * 2;  // A and B rings
 static_assert(kFpropTileM == kFpropTileN, "A and B tiles share the load mapping");
 static_assert(kFpropChunksPerRow == 4, "the swizzle below is for rows of four chunks");
+// The epilogue's staged output tile reuses the ring; its rows are padded by one 16-byte
+// chunk, so the accumulators' 4-byte stores (8 rows x 4 pairs per warp) hit 32 banks.
+constexpr int kFpropEpilogueStride = kFpropTileN + kFpropChunk;
+static_assert(kFpropTileM * kFpropEpilogueStride * 2 <= kFpropSmemBytes, "fits in the ring");
 // 48 KiB: two blocks per SM (sm_80: 164 KiB, sm_90: 228 KiB); the CUDA launcher opts in
 // to it (the default limit is 48 KiB minus the image's static shared memory).
 static_assert(kFpropSmemBytes <= 48 * 1024, "two blocks per SM on sm_80 and sm_90");
@@ -1063,40 +1072,59 @@ __global__ void __launch_bounds__(kFpropThreads)
                       ? 0 : write_stage + kFpropStageElements;
   }
   ak_cp_async_wait_all();  // only empty groups are left
-  const int64_t rows = s.batch * s.out_pixels();
-  const bool pairs = s.out_channels % 2 == 0 && s.out_group() % 2 == 0;  // 4-byte aligned
+  // Epilogue: bias and ReLU on the accumulators, staged as 16-bit values in the (now
+  // idle) ring as a kFpropTileM x kFpropTileN tile, then stored by rows of 16-byte
+  // chunks: a warp writes 2 output pixels x 256 contiguous bytes.
+  __syncthreads();  // every warp is done reading the ring
+  T* const staged = smem;
   const int g = lane / 4;
   const int t = lane % 4;
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
-    const int n = n0 + warp_n0 + 8 * j + 2 * t;
-    const int co = group * s.out_group() + n;
+    const int col = warp_n0 + 8 * j + 2 * t;
+    const int co = group * s.out_group() + n0 + col;
     float bias[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
-      if (a.bias != nullptr && n + e < s.out_group()) bias[e] = to_acc(ak_ld(a.bias + co + e));
+      if (a.bias != nullptr && n0 + col + e < s.out_group()) {
+        bias[e] = to_acc(ak_ld(a.bias + co + e));
+      }
     }
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
-        const int64_t m = m0 + warp_m0 + 16 * i + g + 8 * half;
-        if (m >= rows || n >= s.out_group()) continue;
-        T* out = a.y + m * s.out_channels + co;
         float v[2];
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           v[e] = acc[i][j][2 * half + e] + bias[e];
-          v[e] = v[e] < 0.0f ? 0.0f : v[e];
+          v[e] = v[e] < 0.0f ? 0.0f : v[e];  // keeps NaN, as F.relu does
         }
-        if (pairs) {
-          ak_st(reinterpret_cast<OutputPair<T>*>(out),
-                (OutputPair<T>{from_acc<T>(v[0]), from_acc<T>(v[1])}));
-        } else {
-          ak_st(out, from_acc<T>(v[0]));
-          if (n + 1 < s.out_group()) ak_st(out + 1, from_acc<T>(v[1]));
-        }
+        const int row = warp_m0 + 16 * i + g + 8 * half;
+        ak_st(reinterpret_cast<OutputPair<T>*>(staged + row * kFpropEpilogueStride + col),
+              (OutputPair<T>{from_acc<T>(v[0]), from_acc<T>(v[1])}));
       }
+    }
+  }
+  __syncthreads();
+  const int64_t rows = s.batch * s.out_pixels();
+  // 16-byte stores need every chunk of y 16-byte aligned.
+  const bool vectors = s.out_channels % kFpropChunk == 0 && s.out_group() % kFpropChunk == 0;
+  constexpr int kChunksPerRow = kFpropTileN / kFpropChunk;
+  const int chunk = static_cast<int>(threadIdx.x) % kChunksPerRow;
+  const int n = n0 + chunk * kFpropChunk;
+#pragma unroll
+  for (int pass = 0; pass < kFpropTileM * kChunksPerRow / kFpropThreads; ++pass) {
+    const int row = static_cast<int>(threadIdx.x) / kChunksPerRow +
+                    pass * (kFpropThreads / kChunksPerRow);
+    const int64_t m = m0 + row;
+    if (m >= rows || n >= s.out_group()) continue;
+    const T* from = staged + row * kFpropEpilogueStride + chunk * kFpropChunk;
+    T* out = a.y + m * s.out_channels + group * s.out_group() + n;
+    if (vectors && n + kFpropChunk <= s.out_group()) {
+      ak_st(reinterpret_cast<uint4*>(out), ak_ld_as<uint4>(from));
+    } else {
+      for (int e = 0; e < kFpropChunk && n + e < s.out_group(); ++e) ak_st(out + e, ak_ld(from + e));
     }
   }
 }
