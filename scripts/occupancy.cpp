@@ -55,8 +55,12 @@ int main() {
     attributes.numRegs = registers;
     attributes.sharedSizeBytes = static_cast<size_t>(static_smem);
     attributes.partitionedGCConfig = PARTITIONED_GC_OFF;
-    attributes.shmemLimitConfig = FUNC_SHMEM_LIMIT_DEFAULT;
-    attributes.maxDynamicSharedSizeBytes = 48 * 1024;
+    // Past the default 48 KiB a launcher must opt in (cudaFuncSetAttribute with
+    // cudaFuncAttributeMaxDynamicSharedMemorySize), as the pipelined convolution does.
+    const bool opt_in = static_smem + dynamic_smem > 48 * 1024;
+    attributes.shmemLimitConfig = opt_in ? FUNC_SHMEM_LIMIT_OPTIN : FUNC_SHMEM_LIMIT_DEFAULT;
+    attributes.maxDynamicSharedSizeBytes =
+        opt_in ? static_cast<size_t>(dynamic_smem) : 48 * 1024;
     cudaOccDeviceState state{};
     cudaOccResult result{};
     const cudaOccError status = cudaOccMaxActiveBlocksPerMultiprocessor(

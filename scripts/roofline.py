@@ -7,7 +7,8 @@ kernel launch the model takes three times and keeps the largest:
   ``alexnet_kernels.bench.cases.traffic``: every tensor read or written once) over
   the memory bandwidth;
 * math: the FLOPs over the peak of the unit that does them (tensor cores for the
-  fp16/bf16 and TF32 GEMMs, FMA pipes otherwise);
+  fp16/bf16 and TF32 GEMMs, FMA pipes otherwise); for the convolutions the FLOPs
+  their tiles issue, partial tiles' padding included;
 * issue: the warp instructions the kernel issues over the SMs' issue rate (4
   schedulers per SM, one warp instruction per clock each). The instructions per
   main-loop iteration are read from the kernel's SASS (``scripts/sass_mix.py``) and
@@ -42,6 +43,9 @@ sys.path.insert(0, str(SCRIPTS))
 
 # Kernel tile constants (csrc/kernels/conv2d_relu.cuh, dropout.cuh, max_pool.cuh).
 CONV_TILE_M, CONV_TILE_N, CONV_TILE_K, CONV_WARPS = 64, 64, 32, 4
+# The pipelined NHWC forward (conv2d_relu_forward_nhwc_kernel, kFprop*): M, N, K, warps.
+FPROP_TILE = (128, 128, 32, 8)
+FPROP_CHUNK = 8  # (C_in / groups) % 8 == 0 runs it, for fp16 / bf16 in channels_last
 DROPOUT_ELEMENTS_PER_THREAD = 4
 
 
@@ -130,15 +134,27 @@ class Gemm:
     n: int
     k: int
     groups: int
+    tile: tuple[int, int, int, int] = (CONV_TILE_M, CONV_TILE_N, CONV_TILE_K, CONV_WARPS)
 
     @property
     def flops(self) -> float:
         return 2.0 * self.m * self.n * self.k * self.groups
 
+    @property
+    def issued_flops(self) -> float:
+        """The FLOPs the tensor cores execute: M, N and K rounded up to whole tiles (the
+        partial tiles' padding is multiplied too)."""
+        tile_m, tile_n, tile_k, _ = self.tile
+        def whole(size: int, tile: int) -> int:
+            return math.ceil(size / tile) * tile
+        return 2.0 * whole(self.m, tile_m) * whole(self.n, tile_n) * whole(self.k, tile_k) * \
+            self.groups
+
     def warp_iterations(self) -> int:
         """Main-loop iterations over all warps: one per K tile per warp of each CTA."""
-        ctas = math.ceil(self.m / CONV_TILE_M) * math.ceil(self.n / CONV_TILE_N) * self.groups
-        return ctas * CONV_WARPS * math.ceil(self.k / CONV_TILE_K)
+        tile_m, tile_n, tile_k, warps = self.tile
+        ctas = math.ceil(self.m / tile_m) * math.ceil(self.n / tile_n) * self.groups
+        return ctas * warps * math.ceil(self.k / tile_k)
 
 
 def conv_gemms(batch: int, channels: int, size: tuple[int, int], conv) -> dict[str, Gemm]:
@@ -148,15 +164,19 @@ def conv_gemms(batch: int, channels: int, size: tuple[int, int], conv) -> dict[s
     grad_input runs one GEMM per stride phase over only the taps that reach it, so its
     K is about C_out * ceil(kh / s) * ceil(kw / s) summed over the s^2 phases of M / s^2
     rows each; grad_weight's K is the batch's output pixels (split over CTAs and reduced,
-    which this model does not count).
+    which this model does not count). Layers with (C_in / groups) % 8 == 0 also get the
+    pipelined NHWC forward's GEMM (what runs for fp16 / bf16 in channels_last).
     """
     kh = kw = conv.kernel_size
     out = [(n + 2 * conv.padding - kh) // conv.stride + 1 for n in size]
     cin, cout = channels // conv.groups, conv.out_channels // conv.groups
     taps_per_phase = math.ceil(kh / conv.stride) * math.ceil(kw / conv.stride)
+    pipelined = {"conv2d_relu_forward_nhwc_kernel": Gemm(batch * out[0] * out[1], cout,
+                                                         cin * kh * kw, conv.groups, FPROP_TILE)}
     return {
         "conv2d_relu_forward_kernel": Gemm(batch * out[0] * out[1], cout, cin * kh * kw,
                                            conv.groups),
+        **(pipelined if cin % FPROP_CHUNK == 0 else {}),
         "conv2d_relu_grad_input_kernel": Gemm(batch * size[0] * size[1], cin,
                                               cout * taps_per_phase, conv.groups),
         "conv2d_relu_grad_weight_kernel": Gemm(cout, cin * kh * kw, batch * out[0] * out[1],
@@ -167,6 +187,8 @@ def conv_gemms(batch: int, channels: int, size: tuple[int, int], conv) -> dict[s
 def instantiation(kernel: str, dtype: str) -> str:
     """The kernel image the launcher picks for ``dtype`` (fp32 with TF32 allowed)."""
     element = {"bf16": "__nv_bfloat16", "fp16": "__half", "fp32": "float"}[dtype]
+    if kernel == "conv2d_relu_forward_nhwc_kernel":
+        return f"{kernel}<{element}>"  # fp16 / bf16 only: no fp32 image, no row
     flag = "true" if dtype == "fp32" else "false"
     return f"{kernel}<{element}, {flag}>"
 
@@ -264,11 +286,11 @@ def _conv_rows(case, batch, dtype, itemsize, tensor_rate, gpu, arch, by_name, tr
         mix = by_name.get((arch, instantiation(kernel, dtype)))
         if mix is None or mix.main is None:
             continue
-        direction = "forward" if kernel.endswith("forward_kernel") else "backward"
+        direction = "forward" if "forward" in kernel else "backward"
         share = 1.0 if direction == "forward" else 0.5  # grad_x and grad_w split the bytes
         moved = int(t.ours[direction] * share)
-        found.append(model(kernel, case.layer, gpu, dtype, moved, gemm.flops, tensor_rate,
-                           gemm.warp_iterations() * mix.main.instructions, moved,
+        found.append(model(kernel, case.layer, gpu, dtype, moved, gemm.issued_flops,
+                           tensor_rate, gemm.warp_iterations() * mix.main.instructions, moved,
                            gemm.flops, tensor_rate))
     return found
 

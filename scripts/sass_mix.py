@@ -218,8 +218,8 @@ def main_loop(instructions: list[Instruction], found: list[Loop], gemm: bool) ->
 
 
 # The implicit-GEMM convolution kernels (not their bias / reduction helpers).
-GEMM_KERNELS = ("conv2d_relu_forward_kernel", "conv2d_relu_grad_input_kernel",
-                "conv2d_relu_grad_weight_kernel<")
+GEMM_KERNELS = ("conv2d_relu_forward_kernel", "conv2d_relu_forward_nhwc_kernel",
+                "conv2d_relu_grad_input_kernel", "conv2d_relu_grad_weight_kernel<")
 
 
 def analyse(arch: int, name: str, instructions: list[Instruction]) -> KernelMix:

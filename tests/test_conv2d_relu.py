@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import subprocess
 import sys
@@ -204,6 +205,101 @@ def round_to_tf32(t: torch.Tensor) -> torch.Tensor:
     rounded = torch.where(finite, (bits + 0x1000) & 0xFFFFE000, bits)
     signed = torch.where(rounded >= 2**31, rounded - 2**32, rounded)
     return signed.to(torch.int32).view(torch.float32)
+
+
+# The pipelined forward (NHWC, fp16 / bf16, (C_in / groups) % 8 == 0; input, weight,
+# stride, padding, dilation, groups, batch) at its edges. K = KH * KW * C_in / groups
+# against the 32-deep K tile, C_out / groups against the 128-wide N tile, the output
+# pixels against the 128-high M tile.
+PIPELINE_CASES = {
+    # K = 72: two whole K tiles and a partial one; C_in = 8: 4 taps per K tile.
+    "k-tail-cin8": ((8, 7, 9), (12, 8, 3, 3), 1, 1, 1, 1, 2),
+    # K = 16: a single K step, shorter than the tile (the prologue's second group is empty).
+    "one-k-step": ((16, 5, 5), (20, 16, 1, 1), 1, 0, 1, 1, 1),
+    # C_in = 24 does not divide the K tile: chunks meet new taps at every step; a 3 x 1
+    # kernel; C_out 130: a second, nearly empty N tile; stride 2 over odd sizes.
+    "cin24-cout130-strided": ((24, 11, 9), (130, 24, 3, 1), 2, 1, 1, 1, 1),
+    # groups (C_in / groups = 16), dilation 2, odd C_out / groups (single-element stores);
+    # K = 144: 5 K steps, so the 3-stage ring wraps.
+    "grouped-dilated-odd-cout": ((32, 9, 10), (18, 16, 3, 3), 1, 2, 2, 2, 1),
+    # 3 images x 90 pixels: three M tiles, the last partial (1 x 1: K = 32, one whole tile).
+    "m-tiles": ((32, 9, 10), (40, 32, 1, 1), 1, 0, 1, 1, 3),
+}
+
+
+def _forward_kernels(ops, call: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, list[str]]:
+    """call()'s output and the names of the kernels it launched (the emulator's counters
+    name every launch; with no sampling every block runs)."""
+    ops.counters_begin(0)
+    try:
+        y = call()
+    finally:
+        launches = json.loads(ops.counters_end())["launches"]
+    return y, [launch["kernel"] for launch in launches]
+
+
+def _pipelined_forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride,
+                       padding, dilation, groups: int) -> tuple[torch.Tensor, list[str]]:
+    ops = emulated_ops()
+    return _forward_kernels(ops, lambda: ops.conv2d_relu(
+        x, w, b, _pair(stride), _pair(padding), _pair(dilation), groups))
+
+
+@pytest.mark.parametrize("case", list(PIPELINE_CASES))
+def test_pipelined_forward_edges_emulated_cuda(case: str) -> None:
+    x_shape, w_shape, stride, padding, dilation, groups, batch = PIPELINE_CASES[case]
+    dtype = torch.bfloat16 if list(PIPELINE_CASES).index(case) % 2 == 0 else torch.float16
+    seed = 120 + list(PIPELINE_CASES).index(case)
+    x = random_tensor((batch, *x_shape), dtype, seed, channels_last=True)
+    w = random_tensor(w_shape, dtype, seed + 1) / (w_shape[1] * w_shape[2] * w_shape[3]) ** 0.5
+    b = random_tensor((w_shape[0],), dtype, seed + 2)
+    y, kernels = _pipelined_forward(x, w, b, stride, padding, dilation, groups)
+    assert [k for k in kernels if "forward" in k] == [
+        f"void alexnet_kernels::kernels::conv2d_relu_forward_nhwc_kernel<{_KERNEL_TYPE[dtype]}>"
+        f"(alexnet_kernels::kernels::ConvForwardArgs<{_KERNEL_TYPE[dtype]}>)"], kernels
+    assert y.dtype == dtype and y.is_contiguous(memory_format=torch.channels_last)
+    _tolerance(y, F.relu(F.conv2d(x.double(), w.double(), b.double(), stride, padding, dilation,
+                                  groups)))
+
+
+_KERNEL_TYPE = {torch.float16: "__half", torch.bfloat16: "__nv_bfloat16"}
+
+
+def test_pipelined_forward_keeps_nan_and_skips_empty_batches_emulated_cuda() -> None:
+    """NaN semantics of F.relu(F.conv2d(...)) (a NaN pre-activation stays NaN, an inf
+    weight tap makes +-inf or NaN), and batch 0 launches nothing."""
+    x = random_tensor((2, 8, 6, 7), torch.float64, seed=130)
+    x[0, 1, 2, 3] = math.nan
+    w = random_tensor((10, 8, 3, 3), torch.float64, seed=131) / 8
+    w[2, 5, 1, 1] = math.inf
+    b = random_tensor((10,), torch.float64, seed=132)
+    x, w, b = (t.to(torch.bfloat16) for t in (x, w, b))
+    x = x.contiguous(memory_format=torch.channels_last)
+    y, kernels = _pipelined_forward(x, w, b, 1, 1, 1, 1)
+    assert any("forward_nhwc" in k for k in kernels), kernels
+    y64 = F.relu(F.conv2d(x.double(), w.double(), b.double(), 1, 1))
+    assert y64.isnan().any() and y64.isinf().any()
+    assert torch.equal(y.isnan(), y64.isnan()) and torch.equal(y.isinf(), y64.isinf())
+    empty, kernels = _pipelined_forward(x[:0], w, b, 1, 1, 1, 1)
+    assert empty.shape == (0, 10, 6, 7) and kernels == []
+
+
+@pytest.mark.parametrize("case", ["cin4", "nchw", "unaligned", "float32"])
+def test_forward_outside_the_pipeline_takes_the_other_kernel_emulated_cuda(case: str) -> None:
+    """C_in / groups not a multiple of 8, NCHW, an x view 2 bytes off 16-byte alignment
+    and fp32 run conv2d_relu_forward_kernel, with the right result."""
+    channels = 4 if case == "cin4" else 8
+    dtype = torch.float32 if case == "float32" else torch.bfloat16
+    x = random_tensor((1, channels, 5, 6), dtype, seed=140, channels_last=case != "nchw")
+    if case == "unaligned":
+        flat = torch.empty(x.numel() + 1, dtype=dtype)
+        x = flat[1:].view(1, 5, 6, channels).permute(0, 3, 1, 2)  # NHWC strides, offset 1
+        x.copy_(random_tensor((1, channels, 5, 6), dtype, seed=140))
+        assert x.is_contiguous(memory_format=torch.channels_last) and x.data_ptr() % 16 != 0
+    w = random_tensor((6, channels, 3, 3), dtype, seed=141) / 6
+    y, kernels = _pipelined_forward(x, w, None, 1, 1, 1, 1)
+    assert len(kernels) == 1 and "conv2d_relu_forward_kernel<" in kernels[0], kernels
+    _tolerance(y, F.relu(F.conv2d(x.double(), w.double(), None, 1, 1)))
 
 
 def test_round_to_tf32_rounds_to_ten_mantissa_bits() -> None:

@@ -73,6 +73,8 @@ CORRECT_COMMANDS = (
     "mma",
     "mma-tf32",
     "tf32-round",
+    "cp-async",
+    "ldmatrix",
 )
 # Text any sanitizer prints when it reports something.
 SANITIZER_MARKERS = (
@@ -279,6 +281,49 @@ def test_misplaced_tf32_mma_fragment_gives_wrong_results(drivers: dict[str, Path
     assert run.returncode == 1, run.describe()
     mismatches = re.search(r"FAIL mma m16n8k8 tf32 \S+ \* \S+: (\d+) mismatches", run.stdout)
     assert mismatches and int(mismatches.group(1)) > 0, run.describe()
+
+
+@pytest.mark.parametrize("variant", (PLAIN, FIBERS), ids=str)
+def test_cp_async_read_before_its_wait_shows_poison(drivers: dict[str, Path],
+                                                    variant: Variant) -> None:
+    """A cp.async destination holds the NaN poison until the wait that completes
+    its group: the kernel that reads group 1 after waiting only for group 0 reads
+    NaN for every thread, in either mode."""
+    run = run_driver(drivers, variant, "cp-async-read-before-wait")
+    assert run.returncode == 1, run.describe()
+    found = re.search(r"FAIL cp\.async .*: (\d+) mismatches, (\d+) NaN", run.stdout)
+    assert found and int(found.group(1)) == int(found.group(2)) == 64, run.describe()
+
+
+@pytest.mark.parametrize(("command", "message"), [
+    ("cp-async-unwaited", "returned with 1 cp.async copies not waited for"),
+    ("cp-async-misaligned", "misaligned cp.async of 16 bytes"),
+    ("cp-async-bad-size", "cp.async of 16 bytes with src-size 20 (must be 0..16)"),
+    ("ldmatrix-misaligned", "is not a 16-byte aligned shared address"),
+])
+def test_cp_async_and_ldmatrix_misuse_is_a_launch_error(drivers: dict[str, Path], command: str,
+                                                        message: str) -> None:
+    run = run_driver(drivers, FIBERS, command)
+    assert run.returncode == LAUNCH_ERROR_EXIT, run.describe()
+    assert message in run.stderr, run.describe()
+
+
+def test_cp_async_gives_threadsanitizer_no_ordering(drivers: dict[str, Path]) -> None:
+    """Waiting for one's own copy orders nothing for the other threads: a read of a
+    neighbour's copy without a barrier is a data race under ThreadSanitizer."""
+    run = run_driver(drivers, TSAN, "cp-async-race")
+    assert run.returncode != 0, run.describe()
+    assert "WARNING: ThreadSanitizer: data race" in run.stderr, run.describe()
+    assert "async_copy::race" in run.stderr, run.describe()
+
+
+def test_misplaced_ldmatrix_rows_give_wrong_mma_results(drivers: dict[str, Path]) -> None:
+    """ldmatrix hands each lane the fragment elements of the PTX layout, so lanes
+    that give the wrong A rows make every element of the product wrong."""
+    run = run_driver(drivers, FIBERS, "ldmatrix-wrong-rows")
+    assert run.returncode == 1, run.describe()
+    found = re.search(r"FAIL ldmatrix .*: (\d+) \(fp16\), (\d+) \(bf16\)", run.stdout)
+    assert found and int(found.group(1)) > 0 and int(found.group(2)) > 0, run.describe()
 
 
 def test_off_by_one_read_is_a_heap_buffer_overflow(drivers: dict[str, Path]) -> None:
@@ -492,6 +537,9 @@ COUNTER_SITES: dict[str, list[tuple[str, str, int, int, int, int, int, int, int]
     "mma-padded": [(_T, "mma", 4, 128, 0, 0, 0, 0, 4 * 2048)],
     "mma-tf32-padded": [(_T, "mma", 2, 64, 0, 0, 0, 0, 2 * 1024)],
     "sampled": [(_G, "store", 3, 96, 12, 12, 0, 0, 0), (_G, "load", 3, 96, 12, 12, 0, 0, 0)],
+    "cp-async-zero-fill": [(_G, "load", 1, 32, 8, 8, 0, 0, 0), (_S, "store", 1, 32, 0, 0, 4, 4, 0)],
+    "ldmatrix-unswizzled": [(_S, "load", 1, 32, 0, 0, 32, 4, 0)],
+    "ldmatrix-swizzled": [(_S, "load", 1, 32, 0, 0, 4, 4, 0)],
 }
 # Per case: barriers, (global load, global store) DRAM bytes = per-block distinct
 # sectors x 32 (see the kernels' comments; the divergent kernel's loads cover
@@ -500,7 +548,8 @@ COUNTER_LAUNCH: dict[str, tuple[int, int, int]] = {
     "coalesced": (0, 256, 256), "strided": (0, 1024, 128), "broadcast": (1, 32, 128),
     "column-unpadded": (1, 0, 128), "column-padded": (1, 0, 128), "vectors": (1, 512, 512),
     "divergent": (0, 384, 0), "mma-padded": (0, 0, 0), "mma-tf32-padded": (0, 0, 0),
-    "sampled": (0, 3 * 128, 3 * 128),
+    "sampled": (0, 3 * 128, 3 * 128), "cp-async-zero-fill": (0, 256, 0),
+    "ldmatrix-unswizzled": (0, 0, 0), "ldmatrix-swizzled": (0, 0, 0),
 }
 _SITE_FIELDS = ("space", "op", "requests", "lane_accesses", "sectors", "ideal_sectors",
                 "wavefronts", "ideal_wavefronts", "mma_macs")
@@ -525,7 +574,8 @@ def test_counters_report_the_derived_numbers(
     counter_runs: dict[str, dict], variant: str, case: str
 ) -> None:
     """Coalesced, strided, broadcast, bank-conflicting (32-way unpadded column, 1 with
-    +1 padding), 8/16-byte, divergent and padded-MMA kernels: each site's requests,
+    +1 padding), 8/16-byte, divergent, padded-MMA, zero-filling cp.async and ldmatrix
+    (8-way conflicting rows, conflict-free XOR-swizzled ones) kernels: each site's requests,
     sectors, wavefronts and multiply-adds are exactly those derived by hand."""
     (launch,) = counter_runs[variant][case]["launches"]
     sites = [tuple(site[f] for f in _SITE_FIELDS) for site in launch["sites"]]

@@ -25,6 +25,7 @@ def test_gemm_iterations_count_k_tiles_of_every_warp() -> None:
     gemm = roofline.Gemm(m=130, n=64, k=33, groups=2)
     assert gemm.warp_iterations() == 6 * 4 * 2
     assert gemm.flops == 2 * 130 * 64 * 33 * 2
+    assert gemm.issued_flops == 2 * 192 * 64 * 64 * 2  # M, K padded to the 64 x 32 tiles
 
 
 def test_conv_gemm_shapes_of_a_strided_layer() -> None:
@@ -35,6 +36,18 @@ def test_conv_gemm_shapes_of_a_strided_layer() -> None:
     assert gemms["conv2d_relu_forward_kernel"] == roofline.Gemm(2 * 55 * 55, 64, 363, 1)
     assert gemms["conv2d_relu_grad_input_kernel"] == roofline.Gemm(2 * 224 * 224, 3, 64 * 9, 1)
     assert gemms["conv2d_relu_grad_weight_kernel"] == roofline.Gemm(64, 363, 2 * 55 * 55, 1)
+
+
+def test_the_pipelined_forward_is_modelled_only_for_whole_channel_vectors() -> None:
+    conv = type("Conv", (), {"kernel_size": 3, "stride": 1, "padding": 1, "groups": 2,
+                             "out_channels": 384})()
+    # 16 channels per group: the NHWC kernel's 128 x 128 x 32 tiles of 8 warps
+    gemm = roofline.conv_gemms(2, 32, (13, 13), conv)["conv2d_relu_forward_nhwc_kernel"]
+    assert gemm == roofline.Gemm(2 * 13 * 13, 192, 16 * 9, 2, roofline.FPROP_TILE)
+    assert gemm.warp_iterations() == 3 * 2 * 2 * 8 * 5  # M 338 / 128, N 192 / 128, K 144 / 32
+    assert "conv2d_relu_forward_nhwc_kernel" not in roofline.conv_gemms(2, 3, (224, 224), conv)
+    assert roofline.instantiation("conv2d_relu_forward_nhwc_kernel", "bf16") == \
+        "conv2d_relu_forward_nhwc_kernel<__nv_bfloat16>"
 
 
 def _mix(main: int, nested: list[tuple[int, int, int]]):

@@ -38,6 +38,21 @@ void check_tensor_cores(const char* op, const at::Tensor& x, ComputeCapability c
               c.minor, "; use backend='torch' or float32 on this GPU");
 }
 
+// The pipelined forward's ring is kernels::kFpropSmemBytes (48 KiB) of dynamic shared
+// memory. An sm_90 image also holds 1 KiB of static shared memory, and the default
+// limit for the dynamic part is 48 KiB minus the static part, so the kernel opts in.
+void allow_pipelined_forward_shared_memory(const at::Tensor& x) {
+  if (x.scalar_type() == at::kHalf) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(&kernels::conv2d_relu_forward_nhwc_kernel<__half>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        kernels::kFpropSmemBytes));
+  } else if (x.scalar_type() == at::kBFloat16) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(&kernels::conv2d_relu_forward_nhwc_kernel<__nv_bfloat16>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        kernels::kFpropSmemBytes));
+  }
+}
+
 at::Tensor conv2d_relu_cuda(const at::Tensor& x, const at::Tensor& weight,
                             const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
@@ -45,6 +60,7 @@ at::Tensor conv2d_relu_cuda(const at::Tensor& x, const at::Tensor& weight,
   const c10::cuda::CUDAGuard guard(x.device());
   const ComputeCapability capability = compute_capability(x);
   check_tensor_cores("conv2d_relu", x, capability);
+  allow_pipelined_forward_shared_memory(x);
   return run_conv2d_relu_forward(x, weight, bias, stride, padding, dilation, groups,
                                  conv_uses_tf32(x, capability.major),
                                  c10::cuda::getCurrentCUDAStream(),

@@ -105,16 +105,27 @@ at::Tensor run_conv2d_relu_forward(const at::Tensor& x_in, const at::Tensor& wei
   check_conv2d_relu_arguments(x_in, weight_in, bias_in, stride, padding, dilation, groups);
   const at::MemoryFormat format = conv2d_relu_memory_format(x_in);
   const at::Tensor x = x_in.contiguous(format);
-  const at::Tensor weight = weight_in.contiguous();
   const bool has_bias = bias_in.has_value() && bias_in->defined();
   const at::Tensor bias = has_bias ? bias_in->contiguous() : at::Tensor();
-  const kernels::ConvShape s = make_conv_shape(x, weight, stride, padding, dilation, groups, format);
+  const kernels::ConvShape s =
+      make_conv_shape(x, weight_in, stride, padding, dilation, groups, format);
+  // The pipelined kernel reads K = (kh, kw, cin): the weight as OHWI (channels_last,
+  // free when it already is), x and the weight by 16-byte copies.
+  const bool half_type = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
+  const bool pipelined_shape = kernels::conv_forward_is_pipelined(s, half_type);
+  at::Tensor weight = pipelined_shape ? weight_in.contiguous(at::MemoryFormat::ChannelsLast)
+                                      : weight_in.contiguous();
+  const bool pipelined = pipelined_shape && is_16_byte_aligned(x.const_data_ptr()) &&
+                         is_16_byte_aligned(weight.const_data_ptr());
+  if (pipelined_shape && !pipelined) {
+    weight = weight_in.contiguous();  // an unaligned view: the other kernel, on OIHW
+  }
   at::Tensor y = at::empty({s.batch, s.out_channels, s.out_h, s.out_w},
                            x.options().memory_format(format));
   if (y.numel() == 0) {
     return y;  // a zero-sized grid is not a valid launch
   }
-  const kernels::ConvPlan plan = kernels::plan_conv_forward(s);
+  const kernels::ConvPlan plan = kernels::plan_conv_forward(s, pipelined);
   check_conv_plan(plan, "forward", x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
                                   "conv2d_relu_forward_cuda", [&] {

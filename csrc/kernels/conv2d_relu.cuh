@@ -27,7 +27,11 @@
 // (forward), or stores the gradient. grad_w splits K over blocks into an fp32
 // (fp64 for double) workspace and a second kernel sums the slices in fixed
 // order: deterministic, no atomics. grad_b is a fixed-order block reduction
-// per channel. One stage of shared tiles, no software pipelining yet.
+// per channel. One stage of shared tiles, no software pipelining.
+//
+// The forward for NHWC fp16 / bf16 with (C_in / groups) % 8 == 0 instead runs the
+// pipelined conv2d_relu_forward_nhwc_kernel (K ordered (kh, kw, cin), cp.async into a
+// 3-stage ring, ldmatrix, 128 x 128 tiles of 8 warps; see its section below).
 //
 // Indexing: an image of x or y (C x H x W elements) fits in 32 bits (the host
 // checks it); image offsets and GEMM rows/depths that span images are 64-bit.
@@ -112,7 +116,7 @@ AK_DEVICE_INLINE T zero_value() {
 // output passes its gradient, as PyTorch's ReLU backward (threshold_backward) does.
 template <typename T>
 AK_DEVICE_INLINE T masked_gradient(const T* grad_y, const T* y, int64_t at) {
-  return to_acc(y[at]) <= acc_t<T>(0) ? zero_value<T>() : grad_y[at];
+  return to_acc(ak_ld(y + at)) <= acc_t<T>(0) ? zero_value<T>() : ak_ld(grad_y + at);
 }
 
 // (image, h, w) of a pixel index flattened over images of height x width;
@@ -147,7 +151,7 @@ template <typename T>
 AK_DEVICE_INLINE T input_or_zero(const T* x, const ConvShape& s, int64_t image, int c, int ih,
                                  int iw) {
   if (ih < 0 || ih >= s.in_h || iw < 0 || iw >= s.in_w) return zero_value<T>();
-  return x[input_activation(s).offset(image, c, ih, iw)];
+  return ak_ld(x + input_activation(s).offset(image, c, ih, iw));
 }
 
 // (channel, tap) of a GEMM depth index flattened over channels x kernel taps,
@@ -219,13 +223,15 @@ struct FilterRows {
       static_assert(kConvRun % kPerVector == 0, "a run is whole 16-byte vectors");
 #pragma unroll
       for (int v = 0; v < kConvRun / kPerVector; ++v) {
-        const uint4 bits = *reinterpret_cast<const uint4*>(row + k + v * kPerVector);
+        const uint4 bits = ak_ld_as<uint4>(row + k + v * kPerVector);
         std::memcpy(&out[v * kPerVector], &bits, sizeof(bits));
       }
       return;
     }
 #pragma unroll
-    for (int i = 0; i < kConvRun; ++i) out[i] = k + i < k_end ? row[k + i] : zero_value<T>();
+    for (int i = 0; i < kConvRun; ++i) {
+      out[i] = k + i < k_end ? ak_ld(row + k + i) : zero_value<T>();
+    }
   }
 };
 
@@ -365,8 +371,8 @@ struct FilterColumns {
     for (int i = 0; i < kConvRun; ++i) {
       T v = zero_value<T>();
       if (n < s.in_group() && k + i < k_end) {
-        v = filters[static_cast<int64_t>(tap.channel) * s.filter_size() +
-                    tap.a * phase.h.tap_step * s.kernel_w + tap.b * phase.w.tap_step];
+        v = ak_ld(filters + (static_cast<int64_t>(tap.channel) * s.filter_size() +
+                             tap.a * phase.h.tap_step * s.kernel_w + tap.b * phase.w.tap_step));
       }
       out[i] = v;
       tap.step(phase);
@@ -447,11 +453,11 @@ struct BiasReluStore {
   AK_DEVICE_INLINE void store(int64_t m, int n, acc_t<T> value) const {
     if (m >= s.batch * s.out_pixels() || n >= s.out_group()) return;
     const int co = group * s.out_group() + n;
-    if (bias != nullptr) value += to_acc(bias[co]);
+    if (bias != nullptr) value += to_acc(ak_ld(bias + co));
     const PixelCursor out = PixelCursor::at(m, s.out_h, s.out_w);
     // `value < 0 ? 0 : value` keeps NaN, as torch.relu does.
-    y[output_activation(s).offset(out.image, co, out.h, out.w)] =
-        from_acc<T>(value < acc_t<T>(0) ? acc_t<T>(0) : value);
+    ak_st(y + output_activation(s).offset(out.image, co, out.h, out.w),
+          from_acc<T>(value < acc_t<T>(0) ? acc_t<T>(0) : value));
   }
 };
 
@@ -465,8 +471,8 @@ struct InputGradientStore {
   AK_DEVICE_INLINE void store(int64_t m, int n, acc_t<T> value) const {
     if (m >= s.batch * phase.pixels() || n >= s.in_group()) return;
     const PixelCursor in = phase_input_pixel(phase, s, m);
-    grad_x[input_activation(s).offset(in.image, group * s.in_group() + n, in.h, in.w)] =
-        from_acc<T>(value);
+    ak_st(grad_x + input_activation(s).offset(in.image, group * s.in_group() + n, in.h, in.w),
+          from_acc<T>(value));
   }
 };
 
@@ -481,7 +487,8 @@ struct WeightSliceStore {
   AK_DEVICE_INLINE void store(int64_t m, int n, acc_t<T> value) const {
     if (m >= s.out_group() || n >= s.filter_size()) return;
     const int64_t co = static_cast<int64_t>(group) * s.out_group() + m;
-    workspace[(static_cast<int64_t>(slice) * s.out_channels + co) * s.filter_size() + n] = value;
+    ak_st(workspace + (static_cast<int64_t>(slice) * s.out_channels + co) * s.filter_size() + n,
+          value);
   }
 };
 
@@ -524,9 +531,9 @@ struct FfmaAccumulator {
       acc_t<T> av[kRows];
       acc_t<T> bv[kCols];
 #pragma unroll
-      for (int i = 0; i < kRows; ++i) av[i] = to_acc(a[tm + 16 * i][kk]);
+      for (int i = 0; i < kRows; ++i) av[i] = to_acc(ak_ld(&a[tm + 16 * i][kk]));
 #pragma unroll
-      for (int j = 0; j < kCols; ++j) bv[j] = to_acc(b[tn + 8 * j][kk]);
+      for (int j = 0; j < kCols; ++j) bv[j] = to_acc(ak_ld(&b[tn + 8 * j][kk]));
 #pragma unroll
       for (int i = 0; i < kRows; ++i) {
 #pragma unroll
@@ -560,15 +567,15 @@ struct HalfMmaStep {
   // Registers of the fragment rows/columns starting at `row`, steps k0..k0+16.
   AK_DEVICE_INLINE static void load_a(uint32_t (&f)[4], const T (*tile)[kConvTileK + kPad],
                                       int row, int k0, int t) {
-    f[0] = load_pair_b32(&tile[row][k0 + 2 * t]);
-    f[1] = load_pair_b32(&tile[row + 8][k0 + 2 * t]);
-    f[2] = load_pair_b32(&tile[row][k0 + 2 * t + 8]);
-    f[3] = load_pair_b32(&tile[row + 8][k0 + 2 * t + 8]);
+    f[0] = ak_ld_as<uint32_t>(&tile[row][k0 + 2 * t]);
+    f[1] = ak_ld_as<uint32_t>(&tile[row + 8][k0 + 2 * t]);
+    f[2] = ak_ld_as<uint32_t>(&tile[row][k0 + 2 * t + 8]);
+    f[3] = ak_ld_as<uint32_t>(&tile[row + 8][k0 + 2 * t + 8]);
   }
   AK_DEVICE_INLINE static void load_b(uint32_t (&f)[2], const T (*tile)[kConvTileK + kPad],
                                       int col, int k0, int t) {
-    f[0] = load_pair_b32(&tile[col][k0 + 2 * t]);
-    f[1] = load_pair_b32(&tile[col][k0 + 2 * t + 8]);
+    f[0] = ak_ld_as<uint32_t>(&tile[col][k0 + 2 * t]);
+    f[1] = ak_ld_as<uint32_t>(&tile[col][k0 + 2 * t + 8]);
   }
   AK_DEVICE_INLINE static void mma(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
     ak_mma_m16n8k16<T>(c, a, b);
@@ -585,15 +592,15 @@ struct Tf32MmaStep {
   AK_DEVICE_INLINE static float stage(float v) { return to_tf32(v); }
   AK_DEVICE_INLINE static void load_a(uint32_t (&f)[4], const float (*tile)[kConvTileK + kPad],
                                       int row, int k0, int t) {
-    f[0] = float_bits(tile[row][k0 + t]);
-    f[1] = float_bits(tile[row + 8][k0 + t]);
-    f[2] = float_bits(tile[row][k0 + t + 4]);
-    f[3] = float_bits(tile[row + 8][k0 + t + 4]);
+    f[0] = float_bits(ak_ld(&tile[row][k0 + t]));
+    f[1] = float_bits(ak_ld(&tile[row + 8][k0 + t]));
+    f[2] = float_bits(ak_ld(&tile[row][k0 + t + 4]));
+    f[3] = float_bits(ak_ld(&tile[row + 8][k0 + t + 4]));
   }
   AK_DEVICE_INLINE static void load_b(uint32_t (&f)[2], const float (*tile)[kConvTileK + kPad],
                                       int col, int k0, int t) {
-    f[0] = float_bits(tile[col][k0 + t]);
-    f[1] = float_bits(tile[col][k0 + t + 4]);
+    f[0] = float_bits(ak_ld(&tile[col][k0 + t]));
+    f[1] = float_bits(ak_ld(&tile[col][k0 + t + 4]));
   }
   AK_DEVICE_INLINE static void mma(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
     ak_mma_m16n8k8_tf32(c, a, b);
@@ -702,10 +709,14 @@ AK_DEVICE_INLINE void implicit_gemm_tile(const OperandA& a, const OperandB& b,
     T staged[kConvRun];
     a.run(m0 + row, k0 + k_offset, k_end, staged);
 #pragma unroll
-    for (int i = 0; i < kConvRun; ++i) a_tile[row][k_offset + i] = Accumulator::stage(staged[i]);
+    for (int i = 0; i < kConvRun; ++i) {
+      ak_st(&a_tile[row][k_offset + i], Accumulator::stage(staged[i]));
+    }
     b.run(n0 + row, k0 + k_offset, k_end, staged);
 #pragma unroll
-    for (int i = 0; i < kConvRun; ++i) b_tile[row][k_offset + i] = Accumulator::stage(staged[i]);
+    for (int i = 0; i < kConvRun; ++i) {
+      ak_st(&b_tile[row][k_offset + i], Accumulator::stage(staged[i]));
+    }
     __syncthreads();
     acc.multiply(a_tile, b_tile);
     __syncthreads();  // the next step overwrites the tiles
@@ -788,8 +799,8 @@ __global__ void __launch_bounds__(kConvReduceThreads)
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < weight_numel;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     acc_t<T> sum = 0;
-    for (int s = 0; s < slice_count; ++s) sum += slices[s * weight_numel + i];
-    grad_w[i] = from_acc<T>(sum);
+    for (int s = 0; s < slice_count; ++s) sum += ak_ld(slices + (s * weight_numel + i));
+    ak_st(grad_w + i, from_acc<T>(sum));
   }
 }
 
@@ -811,13 +822,311 @@ __global__ void __launch_bounds__(kConvBiasThreads)
     const int oh = pixel / s.out_w;
     sum += to_acc(masked_gradient(grad_y, y, output.offset(image, c, oh, pixel - oh * s.out_w)));
   }
-  partial[threadIdx.x] = sum;
+  ak_st(&partial[threadIdx.x], sum);
   __syncthreads();
   for (int half = kConvBiasThreads / 2; half > 0; half /= 2) {
-    if (static_cast<int>(threadIdx.x) < half) partial[threadIdx.x] += partial[threadIdx.x + half];
+    if (static_cast<int>(threadIdx.x) < half) {
+      const Acc sum_of_pair = ak_ld(&partial[threadIdx.x]) + ak_ld(&partial[threadIdx.x + half]);
+      ak_st(&partial[threadIdx.x], sum_of_pair);
+    }
     __syncthreads();
   }
-  if (threadIdx.x == 0) grad_b[c] = from_acc<T>(partial[0]);
+  if (threadIdx.x == 0) ak_st(grad_b + c, from_acc<T>(ak_ld(&partial[0])));
+}
+
+// ---- forward, pipelined: NHWC fp16 / bf16 with (C_in / groups) % 8 == 0 ----------------------
+//
+// The same GEMM as conv2d_relu_forward_kernel with K ordered (kh, kw, cin) instead,
+// channels innermost, so that 8 consecutive k are 8 consecutive channels of one
+// pixel in NHWC x, and 8 consecutive elements of one row of the OHWI weight: each
+// operand moves in 16-byte cp.async copies (zero-fill for padding and for k past K),
+// straight into a kFpropStages-deep ring of shared tiles, one barrier per K step. A
+// thread's copies are always the same chunk column of the same rows, so its
+// operand iterators are set up once (one division per row, for the pixel) and then
+// only add: FilterPosition walks (kh, kw, cin) of its chunk by whole K tiles.
+// Tiles are 128 x 32 elements, rows of four 16-byte chunks stored XOR-swizzled
+// (fprop_tile_offset), so both the cp.async stores (8 lanes: 2 rows x 4 chunks)
+// and the ldmatrix reads (8 rows of one chunk) hit all 32 banks once. 8 warps,
+// 2 x 4 over the 128 x 128 block tile, each 64 x 32 = 4 x 4 mma.m16n8k16 per k16
+// step from 4 + 2 ldmatrix.x4. The epilogue adds the bias and applies ReLU
+// (`v < 0 ? 0 : v`, which keeps NaN), stages the tile in shared memory and stores it
+// in 16-byte chunks of 8 channels.
+
+constexpr int kFpropThreads = 256;
+constexpr int kFpropTileM = 128;
+constexpr int kFpropTileN = 128;
+constexpr int kFpropTileK = 32;
+constexpr int kFpropStages = 3;
+constexpr int kFpropChunk = 8;  // 16-bit elements per 16-byte copy
+constexpr int kFpropChunksPerRow = kFpropTileK / kFpropChunk;
+constexpr int kFpropRowsPerPass = kFpropThreads / kFpropChunksPerRow;
+constexpr int kFpropPasses = kFpropTileM / kFpropRowsPerPass;  // rows per thread and operand
+constexpr int kFpropStageElements = kFpropTileM * kFpropTileK;
+constexpr int kFpropSmemBytes = 2 * kFpropStages * kFpropStageElements * 2;  // A and B rings
+static_assert(kFpropTileM == kFpropTileN, "A and B tiles share the load mapping");
+static_assert(kFpropChunksPerRow == 4, "the swizzle below is for rows of four chunks");
+// The epilogue's staged output tile reuses the ring; its rows are padded by one 16-byte
+// chunk, so the accumulators' 4-byte stores (8 rows x 4 pairs per warp) hit 32 banks.
+constexpr int kFpropEpilogueStride = kFpropTileN + kFpropChunk;
+static_assert(kFpropTileM * kFpropEpilogueStride * 2 <= kFpropSmemBytes, "fits in the ring");
+// 48 KiB: two blocks per SM (sm_80: 164 KiB, sm_90: 228 KiB); the CUDA launcher opts in
+// to it (the default limit is 48 KiB minus the image's static shared memory).
+static_assert(kFpropSmemBytes <= 48 * 1024, "two blocks per SM on sm_80 and sm_90");
+
+// Element offset of 16-byte chunk `chunk` of tile row `row`. Rows are 64 bytes, so
+// rows 2i and 2i + 1 share one 128-byte bank line; XOR-ing the chunk with
+// (row / 2) % 4 puts the same chunk of 8 consecutive rows in 8 distinct 16-byte
+// bank groups.
+AK_HOST_DEVICE inline int fprop_tile_offset(int row, int chunk) {
+  return row * kFpropTileK + (chunk ^ ((row >> 1) & 3)) * kFpropChunk;
+}
+
+// Whether the forward runs the pipelined kernel: 16-bit tensor-core types, NHWC,
+// whole 16-byte channel vectors per group, kernels of at most 32 x 32 (the masks of
+// FpropLoader), and 16-byte aligned x and weight (the host checks the pointers).
+AK_HOST_DEVICE inline bool conv_forward_is_pipelined(const ConvShape& s, bool half_type) {
+  return half_type && s.channels_last && s.in_group() % kFpropChunk == 0 && s.kernel_h <= 32 &&
+         s.kernel_w <= 32;
+}
+
+// (kh, kw, cin) of one thread's chunk, k = (kh * KW + kw) * (C_in / groups) + cin;
+// kh == KH once k has passed the filter. advance() moves k on by adding, without
+// dividing, and returns how far the chunk moved in an NHWC image: the same for the
+// window of every output pixel.
+struct FilterPosition {
+  int channel;
+  int kh;
+  int kw;
+
+  AK_DEVICE_INLINE int advance(int step, const ConvShape& s) {
+    int moved = step;
+    channel += step;
+    while (channel >= s.in_group()) {  // more than once only for C_in / groups < kFpropTileK
+      channel -= s.in_group();
+      moved += s.dilation_w * s.in_channels - s.in_group();  // next kw, channel 0
+      if (++kw == s.kernel_w) {
+        kw = 0;
+        ++kh;
+        moved += (s.dilation_h * s.in_w - s.kernel_w * s.dilation_w) * s.in_channels;
+      }
+    }
+    return moved;
+  }
+};
+
+// Bit t set where filter tap t along one axis of a window starting at input index
+// `first` lies inside the input (taps <= 32, as the pipelined kernel requires).
+AK_DEVICE_INLINE uint32_t inside_taps(int first, int taps, int dilation, int size) {
+  uint32_t mask = 0;
+  for (int t = 0; t < taps; ++t) {
+    const int at = first + t * dilation;
+    if (at >= 0 && at < size) mask |= 1u << t;
+  }
+  return mask;
+}
+
+// The cp.async copies of one thread: chunk `chunk` of rows row0 + i * kFpropRowsPerPass
+// of the A (x patches) and B (weight rows) tiles, with the CUTLASS "optimized"
+// iterators' precomputation: a pointer per row that every K tile moves by the same
+// amount, and per row the masks of the filter rows and columns inside the input.
+template <typename T>
+struct FpropLoader {
+  const T* patch[kFpropPasses];    // this chunk of x under the window (may lie outside)
+  uint32_t rows_inside[kFpropPasses];  // inside_taps along H; 0 past M
+  uint32_t cols_inside[kFpropPasses];  // ... along W
+  const T* filter[kFpropPasses];   // this chunk of the weight row
+  bool filter_inside[kFpropPasses];  // the row is an output channel (not past N)
+  int store_offset[kFpropPasses];  // in a stage tile
+  FilterPosition at;
+
+  AK_DEVICE_INLINE void init(const ConvForwardArgs<T>& a, int group, int64_t m0, int n0) {
+    const ConvShape& s = a.s;
+    const int64_t rows = s.batch * s.out_pixels();
+    const int chunk = static_cast<int>(threadIdx.x) % kFpropChunksPerRow;
+    const int row0 = static_cast<int>(threadIdx.x) / kFpropChunksPerRow;
+    at = {0, 0, 0};
+    const int start = at.advance(chunk * kFpropChunk, s);
+#pragma unroll
+    for (int i = 0; i < kFpropPasses; ++i) {
+      const int row = row0 + i * kFpropRowsPerPass;
+      const int64_t m = m0 + row;
+      const PixelCursor p = PixelCursor::at(m < rows ? m : 0, s.out_h, s.out_w);
+      const int ih0 = p.h * s.stride_h - s.pad_h;
+      const int iw0 = p.w * s.stride_w - s.pad_w;
+      // Points before the image in the padding: only copies inside the input read it.
+      patch[i] = a.x + p.image * input_activation(s).image_size() + group * s.in_group() +
+                 (static_cast<int64_t>(ih0) * s.in_w + iw0) * s.in_channels + start;
+      rows_inside[i] = m < rows ? inside_taps(ih0, s.kernel_h, s.dilation_h, s.in_h) : 0u;
+      cols_inside[i] = inside_taps(iw0, s.kernel_w, s.dilation_w, s.in_w);
+      const int n = n0 + row;
+      filter_inside[i] = n < s.out_group();
+      filter[i] = a.w + (static_cast<int64_t>(group) * s.out_group() + (filter_inside[i] ? n : 0)) *
+                            s.filter_size() + chunk * kFpropChunk;
+      store_offset[i] = fprop_tile_offset(row, chunk);
+    }
+  }
+
+  // Issues the copies of the next K tile into ring stage `stage` (an element offset).
+  AK_DEVICE_INLINE void load(T* a_ring, T* b_ring, int stage, const ConvShape& s) {
+    const bool k_inside = at.kh < s.kernel_h;  // rows_inside has no bit kh == KH
+#pragma unroll
+    for (int i = 0; i < kFpropPasses; ++i) {
+      const bool a_inside = ((rows_inside[i] >> at.kh) & (cols_inside[i] >> at.kw) & 1u) != 0;
+      ak_cp_async<16>(a_ring + (stage + store_offset[i]), patch[i], a_inside ? 16 : 0);
+      ak_cp_async<16>(b_ring + (stage + store_offset[i]), filter[i],
+                      filter_inside[i] && k_inside ? 16 : 0);
+      filter[i] += kFpropTileK;
+    }
+    const int moved = at.advance(kFpropTileK, s);
+#pragma unroll
+    for (int i = 0; i < kFpropPasses; ++i) patch[i] += moved;
+  }
+};
+
+// Two 16-bit outputs side by side, stored as one 32-bit word.
+template <typename T>
+struct alignas(4) OutputPair {
+  T lo;
+  T hi;
+};
+
+// grid (M tiles, C_out / groups tiles, groups); kFpropSmemBytes of dynamic shared memory.
+template <typename T>
+__global__ void __launch_bounds__(kFpropThreads)
+    conv2d_relu_forward_nhwc_kernel(ConvForwardArgs<T> a) {
+  static_assert(kIsHalfType<T>, "fp16 / bf16 on mma.m16n8k16");
+  AK_DYNAMIC_SHARED(T, smem);
+  T* const a_ring = smem;
+  T* const b_ring = smem + kFpropStages * kFpropStageElements;
+  const ConvShape& s = a.s;
+  const int group = static_cast<int>(blockIdx.z);
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * kFpropTileM;
+  const int n0 = static_cast<int>(blockIdx.y) * kFpropTileN;
+  const int k_tiles = ceil_div(s.filter_size(), kFpropTileK);
+  FpropLoader<T> loader;
+  loader.init(a, group, m0, n0);
+  // Prologue: the first kFpropStages - 1 tiles in flight, one commit group each
+  // (empty past the last tile, so that the group count stays in step).
+#pragma unroll
+  for (int stage = 0; stage < kFpropStages - 1; ++stage) {
+    if (stage < k_tiles) loader.load(a_ring, b_ring, stage * kFpropStageElements, s);
+    ak_cp_async_commit();
+  }
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+  const int warp_m0 = (warp % 2) * 64;
+  const int warp_n0 = (warp / 2) * 32;
+  // The lane's ldmatrix rows, per k16 half of the tile. Rows 16 apart share their
+  // swizzle, so the warp's other 16-row blocks are these plus a constant.
+  int a_frag[2];
+  int b_frag[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    // A: lanes 0-15 give rows 0-15 at chunk 2h, lanes 16-31 the same rows at 2h + 1.
+    a_frag[h] = fprop_tile_offset(warp_m0 + lane % 16, 2 * h + lane / 16);
+    // B: matrices (n 0-7, chunk 2h), (n 0-7, 2h + 1), (n 8-15, 2h), (n 8-15, 2h + 1).
+    b_frag[h] = fprop_tile_offset(warp_n0 + lane % 8 + 8 * (lane / 16), 2 * h + (lane / 8) % 2);
+  }
+  float acc[4][4][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+    }
+  }
+  int read_stage = 0;                                             // tile kt's stage
+  int write_stage = (kFpropStages - 1) * kFpropStageElements;  // tile kt + stages - 1's
+  for (int kt = 0; kt < k_tiles; ++kt) {
+    // Tile kt has landed for this thread; after the barrier for every thread, and
+    // every warp is done with tile kt - 1, whose stage the next copies overwrite.
+    ak_cp_async_wait<kFpropStages - 2>();
+    __syncthreads();
+    if (kt + kFpropStages - 1 < k_tiles) loader.load(a_ring, b_ring, write_stage, s);
+    ak_cp_async_commit();
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      uint32_t af[4][4];
+      uint32_t bf[2][4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        ak_ldmatrix<4>(af[i], a_ring + (read_stage + a_frag[h] + 16 * i * kFpropTileK));
+      }
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        ak_ldmatrix<4>(bf[j], b_ring + (read_stage + b_frag[h] + 16 * j * kFpropTileK));
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const uint32_t b[2] = {bf[j / 2][2 * (j % 2)], bf[j / 2][2 * (j % 2) + 1]};
+          ak_mma_m16n8k16<T>(acc[i][j], af[i], b);
+        }
+      }
+    }
+    read_stage = read_stage == (kFpropStages - 1) * kFpropStageElements
+                     ? 0 : read_stage + kFpropStageElements;
+    write_stage = write_stage == (kFpropStages - 1) * kFpropStageElements
+                      ? 0 : write_stage + kFpropStageElements;
+  }
+  ak_cp_async_wait_all();  // only empty groups are left
+  // Epilogue: bias and ReLU on the accumulators, staged as 16-bit values in the (now
+  // idle) ring as a kFpropTileM x kFpropTileN tile, then stored by rows of 16-byte
+  // chunks: a warp writes 2 output pixels x 256 contiguous bytes.
+  __syncthreads();  // every warp is done reading the ring
+  T* const staged = smem;
+  const int g = lane / 4;
+  const int t = lane % 4;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int col = warp_n0 + 8 * j + 2 * t;
+    const int co = group * s.out_group() + n0 + col;
+    float bias[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      if (a.bias != nullptr && n0 + col + e < s.out_group()) {
+        bias[e] = to_acc(ak_ld(a.bias + co + e));
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        float v[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          v[e] = acc[i][j][2 * half + e] + bias[e];
+          v[e] = v[e] < 0.0f ? 0.0f : v[e];  // keeps NaN, as F.relu does
+        }
+        const int row = warp_m0 + 16 * i + g + 8 * half;
+        ak_st(reinterpret_cast<OutputPair<T>*>(staged + row * kFpropEpilogueStride + col),
+              (OutputPair<T>{from_acc<T>(v[0]), from_acc<T>(v[1])}));
+      }
+    }
+  }
+  __syncthreads();
+  const int64_t rows = s.batch * s.out_pixels();
+  // 16-byte stores need every chunk of y 16-byte aligned.
+  const bool vectors = s.out_channels % kFpropChunk == 0 && s.out_group() % kFpropChunk == 0;
+  constexpr int kChunksPerRow = kFpropTileN / kFpropChunk;
+  const int chunk = static_cast<int>(threadIdx.x) % kChunksPerRow;
+  const int n = n0 + chunk * kFpropChunk;
+#pragma unroll
+  for (int pass = 0; pass < kFpropTileM * kChunksPerRow / kFpropThreads; ++pass) {
+    const int row = static_cast<int>(threadIdx.x) / kChunksPerRow +
+                    pass * (kFpropThreads / kChunksPerRow);
+    const int64_t m = m0 + row;
+    if (m >= rows || n >= s.out_group()) continue;
+    const T* from = staged + row * kFpropEpilogueStride + chunk * kFpropChunk;
+    T* out = a.y + m * s.out_channels + group * s.out_group() + n;
+    if (vectors && n + kFpropChunk <= s.out_group()) {
+      ak_st(reinterpret_cast<uint4*>(out), ak_ld_as<uint4>(from));
+    } else {
+      for (int e = 0; e < kFpropChunk && n + e < s.out_group(); ++e) ak_st(out + e, ak_ld(from + e));
+    }
+  }
 }
 
 // ---- launch plans and launches (shared by the CUDA launcher and the emulation tests) -------
@@ -826,14 +1135,16 @@ struct ConvPlan {
   bool valid;
   const char* reason;
   dim3 grid;
+  bool pipelined;        // forward only: conv2d_relu_forward_nhwc_kernel (OHWI weight)
   int slices;            // grad_w only
   int64_t slice_depth;   // grad_w only
 };
 
-inline ConvPlan plan_gemm(int64_t rows, int64_t cols, int64_t layers) {
+inline ConvPlan plan_gemm(int64_t rows, int64_t cols, int64_t layers, int tile_m = kConvTileM,
+                          int tile_n = kConvTileN) {
   ConvPlan plan{};
-  const int64_t grid_x = ceil_div<int64_t>(rows, kConvTileM);
-  const int64_t grid_y = ceil_div<int64_t>(cols, kConvTileN);
+  const int64_t grid_x = ceil_div<int64_t>(rows, tile_m);
+  const int64_t grid_y = ceil_div<int64_t>(cols, tile_n);
   plan.valid = grid_x <= kConvMaxGridX && grid_y <= kConvMaxGridYZ && layers <= kConvMaxGridYZ;
   plan.reason = plan.valid ? "" : "the GEMM has more tiles than a CUDA grid can cover";
   plan.grid = dim3(static_cast<unsigned>(grid_x), static_cast<unsigned>(grid_y),
@@ -842,8 +1153,14 @@ inline ConvPlan plan_gemm(int64_t rows, int64_t cols, int64_t layers) {
   return plan;
 }
 
-inline ConvPlan plan_conv_forward(const ConvShape& s) {
-  return plan_gemm(s.batch * s.out_pixels(), s.out_group(), s.groups);
+// `pipelined`: the caller has checked conv_forward_is_pipelined and the operands'
+// 16-byte alignment, and passes the weight as OHWI.
+inline ConvPlan plan_conv_forward(const ConvShape& s, bool pipelined = false) {
+  ConvPlan plan = pipelined ? plan_gemm(s.batch * s.out_pixels(), s.out_group(), s.groups,
+                                        kFpropTileM, kFpropTileN)
+                            : plan_gemm(s.batch * s.out_pixels(), s.out_group(), s.groups);
+  plan.pipelined = pipelined;
+  return plan;
 }
 
 // Blocks cover the phase with the most pixels; those past a smaller phase's end exit.
@@ -885,6 +1202,13 @@ inline dim3 conv_reduce_grid(int64_t weight_numel) {
 template <typename T>
 void launch_conv2d_relu_forward(const ConvForwardArgs<T>& args, const ConvPlan& plan, bool tf32,
                                 cudaStream_t stream) {
+  if constexpr (kIsHalfType<T>) {
+    if (plan.pipelined) {
+      auto pipelined = &conv2d_relu_forward_nhwc_kernel<T>;
+      AK_LAUNCH(pipelined, plan.grid, dim3(kFpropThreads), kFpropSmemBytes, stream)(args);
+      return;
+    }
+  }
   auto kernel = &conv2d_relu_forward_kernel<T, false>;
   if constexpr (std::is_same_v<T, float>) {
     if (tf32) kernel = &conv2d_relu_forward_kernel<T, true>;

@@ -13,7 +13,8 @@
 //     ak_ld(p) / ak_st(p, v): plain loads and stores on the GPU, recorded (call
 //     site, address, size) by the emulator when its counters are on
 //     (tests/cuda_emu/emu_counters.h). One pair serves global and shared
-//     memory: the emulator tells them apart by the address.
+//     memory: the emulator tells them apart by the address. ak_ld_as<U>(p)
+//     reads the bytes at p as one wider U (a vector access), counted likewise.
 #pragma once
 
 // Keeps the value parameter of the emulator's store from taking part in
@@ -57,6 +58,60 @@ __device__ __forceinline__ T ak_ld(const T* p) {
   return *p;
 }
 #define ak_st(p, v) ((void)(*(p) = (v)))
+
+// The sizeof(U) bytes at p read as one U (one vector access: a 32-bit pair of
+// 16-bit elements, a uint4 of eight); p is aligned for U.
+template <typename U, typename T>
+__device__ __forceinline__ U ak_ld_as(const T* p) {
+  return *reinterpret_cast<const U*>(p);
+}
+
+// Asynchronous global -> shared copies (sm_80+; the launchers pick kernels that
+// use them only there): ak_cp_async<kBytes>(dst, src, src_bytes) copies the
+// first src_bytes (0..kBytes) bytes at src and zero-fills the rest of the
+// kBytes at dst: cp.async.cg (L2 only) for 16 bytes, cp.async.ca for 4 and 8.
+// dst and src are kBytes-aligned. ak_cp_async_commit() closes a group of the
+// thread's copies; ak_cp_async_wait<N>() waits until at most the newest N
+// committed groups are pending, ak_cp_async_wait_all() for every copy. Other
+// threads see the data only after a barrier that follows the wait.
+template <int kBytes>
+__device__ __forceinline__ void ak_cp_async(void* smem_dst, const void* global_src,
+                                            int src_bytes) {
+  static_assert(kBytes == 4 || kBytes == 8 || kBytes == 16, "cp.async copies 4, 8 or 16 bytes");
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
+  if constexpr (kBytes == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(global_src),
+                 "r"(src_bytes)
+                 : "memory");
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(dst), "l"(global_src),
+                 "n"(kBytes), "r"(src_bytes)
+                 : "memory");
+  }
+#else
+  __trap();
+#endif
+}
+
+__device__ __forceinline__ void ak_cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+
+template <int kNewestKept>
+__device__ __forceinline__ void ak_cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kNewestKept) : "memory");
+#endif
+}
+
+__device__ __forceinline__ void ak_cp_async_wait_all() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
 
 #elif defined(AK_CUDA_EMULATION)
 

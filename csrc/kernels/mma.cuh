@@ -11,7 +11,7 @@
 //   acc  = D[g][2t], D[g][2t+1], D[g+8][2t], D[g+8][2t+1]
 //
 // Under AK_CUDA_EMULATION the emulator (tests/cuda_emu/emu_device.h) defines
-// ak_mma_m16n8k16 and ak_mma_m16n8k8_tf32 itself: it exchanges the lanes'
+// ak_mma_m16n8k16, ak_mma_m16n8k8_tf32 and ak_ldmatrix itself: it exchanges the lanes'
 // registers and applies each layout, so a kernel that fills its fragments wrongly
 // computes wrong results in the tests, as it would on the GPU.
 #pragma once
@@ -33,13 +33,7 @@ inline constexpr bool kIsHalfType =
 template <typename T>
 AK_DEVICE_INLINE uint32_t load_pair_b32(const T* p) {
   static_assert(sizeof(T) == 2, "fragment registers pack two 16-bit elements");
-#if defined(__CUDACC__)
-  return *reinterpret_cast<const uint32_t*>(p);
-#else
-  uint32_t bits;  // memcpy: the host compiler's aliasing rules forbid the cast
-  std::memcpy(&bits, p, sizeof(bits));
-  return bits;
-#endif
+  return ak_ld_as<uint32_t>(p);
 }
 
 // fp32 rounded to TF32 (10 mantissa bits) to nearest, ties away from zero, as
@@ -118,6 +112,46 @@ __device__ __forceinline__ void ak_mma_m16n8k8_tf32(float (&acc)[4], const uint3
                                                     const uint32_t (&b)[2]) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   AK_MMA_SYNC_M16N8("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32", acc, a, b);
+#else
+  __trap();
+#endif
+}
+
+// ldmatrix.sync.aligned.m8n8.x{1,2,4}[.trans].shared.b16 for the calling warp:
+// lanes 8i..8i+7 give the 16-byte aligned rows of 8x8 matrix i (eight 16-bit
+// elements each), and lane 4g + t receives in r[i] its elements (g, 2t), (g, 2t + 1)
+// (.trans: (2t, g), (2t + 1, g)), the lower-indexed in the low half: exactly
+// the A / B fragment registers of mma.m16n8k16 above. sm_75+.
+template <int kMatrices, bool kTrans = false>
+__device__ __forceinline__ void ak_ldmatrix(uint32_t (&r)[kMatrices], const void* smem_row) {
+  static_assert(kMatrices == 1 || kMatrices == 2 || kMatrices == 4, "ldmatrix .x1, .x2 or .x4");
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
+  const unsigned row = static_cast<unsigned>(__cvta_generic_to_shared(smem_row));
+  if constexpr (kMatrices == 1) {
+    if constexpr (kTrans) {
+      asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];\n"
+                   : "=r"(r[0]) : "r"(row));
+    } else {
+      asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];\n"
+                   : "=r"(r[0]) : "r"(row));
+    }
+  } else if constexpr (kMatrices == 2) {
+    if constexpr (kTrans) {
+      asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n"
+                   : "=r"(r[0]), "=r"(r[1]) : "r"(row));
+    } else {
+      asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
+                   : "=r"(r[0]), "=r"(r[1]) : "r"(row));
+    }
+  } else {
+    if constexpr (kTrans) {
+      asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                   : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(row));
+    } else {
+      asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                   : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(row));
+    }
+  }
 #else
   __trap();
 #endif

@@ -34,6 +34,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstring>
+
 // Execution-space keywords: kernels and device functions are ordinary host
 // functions. Redefined explicitly rather than relying on the toolkit's
 // host_defines.h so that a toolkit change cannot silently alter them.
@@ -82,6 +84,14 @@ template <typename T>
 inline T ak_ld(const T* p, std::source_location loc = std::source_location::current()) {
   ::ak_emu::record_access(p, sizeof(T), ::ak_emu::AccessKind::kLoad, loc);
   return *p;
+}
+// memcpy: the host compiler's aliasing rules forbid reading T objects as a U.
+template <typename U, typename T>
+inline U ak_ld_as(const T* p, std::source_location loc = std::source_location::current()) {
+  ::ak_emu::record_access(p, sizeof(U), ::ak_emu::AccessKind::kLoad, loc);
+  U bits;
+  std::memcpy(&bits, p, sizeof(U));
+  return bits;
 }
 namespace ak_emu {
 template <typename T>

@@ -666,3 +666,145 @@ inline void ak_mma_m16n8k8_tf32(float (&acc)[4], const std::uint32_t (&a)[4],
   ak_emu::record_access(nullptr, 16 * 8 * 8, ak_emu::AccessKind::kMma, loc);  // multiply-adds
   ak_emu::warp_mma<ak_emu::MmaM16N8K8Tf32Layout>(acc, a, b, &ak_emu::tf32_element, loc);
 }
+
+// --- cp.async and ldmatrix (wrappers of csrc/kernels/cuda_compat.h / mma.cuh) ----
+
+namespace ak_emu {
+
+inline std::string hex_address(const void* p) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "%p", p);
+  return buffer;
+}
+
+// cp.async.{ca,cg}.shared.global [dst], [src], bytes, src_bytes: the first
+// src_bytes bytes from global memory, the rest zero. The bytes are read now and
+// written to dst by the wait that completes the copy's group; until then dst
+// holds the poison (0xff bytes, NaN for every float type), so a read before the
+// wait shows NaN. Nothing here orders threads for ThreadSanitizer: another
+// thread's read is ordered after the copy only by a barrier after the wait.
+inline void cp_async(void* dst, const void* src, unsigned bytes, int src_bytes,
+                     const std::source_location& loc) {
+  Block& block = current_block("cp.async");
+  const auto where = [&] { return " at " + Site::from(loc).str(); };
+  if (src_bytes < 0 || static_cast<unsigned>(src_bytes) > bytes) {
+    throw std::runtime_error("cp.async of " + std::to_string(bytes) + " bytes with src-size " +
+                             std::to_string(src_bytes) + " (must be 0.." + std::to_string(bytes) +
+                             ")" + where());
+  }
+  if (reinterpret_cast<std::uintptr_t>(dst) % bytes != 0 ||
+      reinterpret_cast<std::uintptr_t>(src) % bytes != 0) {
+    throw std::runtime_error("misaligned cp.async of " + std::to_string(bytes) + " bytes: dst " +
+                             hex_address(dst) + ", src " + hex_address(src) + where());
+  }
+  if (!block.is_shared(dst, bytes)) {
+    throw std::runtime_error("cp.async destination " + hex_address(dst) +
+                             " is not in the block's shared memory" + where());
+  }
+  record_access(src, static_cast<std::size_t>(src_bytes), AccessKind::kLoad, loc);
+  record_access(dst, bytes, AccessKind::kStore, loc);
+  AsyncCopy copy{static_cast<unsigned char*>(dst), {}, bytes, AsyncCopyQueue::kUncommitted};
+  std::memcpy(copy.data, src, static_cast<std::size_t>(src_bytes));
+  std::memset(dst, 0xff, bytes);
+  async_copy_queues[tl_tid].pending.push_back(copy);
+}
+
+inline void cp_async_commit() {
+  current_block("cp.async.commit_group");
+  AsyncCopyQueue& queue = async_copy_queues[tl_tid];
+  for (AsyncCopy& c : queue.pending) {
+    if (c.group == AsyncCopyQueue::kUncommitted) c.group = queue.committed;
+  }
+  ++queue.committed;
+}
+
+// Completes the copies of every committed group but the newest `newest_kept`
+// (cp.async.wait_group N), or every copy, committed or not (cp.async.wait_all).
+inline void cp_async_wait(std::uint64_t newest_kept, bool all) {
+  current_block("cp.async.wait_group");
+  AsyncCopyQueue& queue = async_copy_queues[tl_tid];
+  const std::uint64_t done_below =
+      queue.committed > newest_kept ? queue.committed - newest_kept : 0;
+  std::vector<AsyncCopy> kept;
+  for (const AsyncCopy& c : queue.pending) {
+    if (all || (c.group != AsyncCopyQueue::kUncommitted && c.group < done_below)) {
+      std::memcpy(c.dst, c.data, c.bytes);
+    } else {
+      kept.push_back(c);
+    }
+  }
+  queue.pending.swap(kept);
+}
+
+// ldmatrix.sync.aligned.m8n8.xN[.trans].shared.b16: lanes 8i..8i+7 give the
+// 16-byte rows of matrix i; lane l = 4g + t receives in r[i] matrix i's
+// elements (g, 2t) and (g, 2t + 1), the lower-indexed in the low half (PTX ISA,
+// "Warp-level matrix load instruction: ldmatrix"); with .trans, (2t, g) and
+// (2t + 1, g). The rows are exchanged between two warp rendezvous as in
+// warp_mma; each giving lane's row is one 16-byte shared load for the counters
+// (8 lanes per phase: one wavefront per conflict-free matrix).
+struct LdmatrixRow {
+  const unsigned char* row;
+  bool bad;
+};
+inline LdmatrixRow ldmatrix_exchange[1024 / kWarpSize][kWarpSize];
+
+template <unsigned kMatrices, bool kTrans>
+void warp_ldmatrix(std::uint32_t (&r)[kMatrices], const void* row,
+                   const std::source_location& loc) {
+  static_assert(kMatrices == 1 || kMatrices == 2 || kMatrices == 4, "ldmatrix .x1, .x2 or .x4");
+  Block& block = current_block("ldmatrix");
+  const unsigned lane = tl_tid % kWarpSize;
+  LdmatrixRow (&warp)[kWarpSize] = ldmatrix_exchange[tl_tid / kWarpSize];
+  const bool gives_row = lane < 8 * kMatrices;
+  const bool bad = gives_row && (reinterpret_cast<std::uintptr_t>(row) % 16 != 0 ||
+                                 !block.is_shared(row, 16));
+  if (gives_row && !bad) record_access(row, 16, AccessKind::kLoad, loc);
+  warp[lane] = {static_cast<const unsigned char*>(row), bad};
+  __syncwarp(0xffffffffu, loc);
+  for (unsigned src = 0; src < 8 * kMatrices; ++src) {
+    if (warp[src].bad) {
+      const std::string address = hex_address(warp[src].row);
+      __syncwarp(0xffffffffu, loc);  // every lane has read the rows before any returns
+      throw std::runtime_error("ldmatrix row of lane " + std::to_string(src) + " at " + address +
+                               " is not a 16-byte aligned shared address, at " +
+                               Site::from(loc).str());
+    }
+  }
+  const unsigned g = lane / 4;
+  const unsigned t = lane % 4;
+  for (unsigned i = 0; i < kMatrices; ++i) {
+    std::uint16_t lo, hi;
+    if constexpr (kTrans) {
+      std::memcpy(&lo, warp[8 * i + 2 * t].row + 2 * g, 2);
+      std::memcpy(&hi, warp[8 * i + 2 * t + 1].row + 2 * g, 2);
+    } else {
+      std::memcpy(&lo, warp[8 * i + g].row + 4 * t, 2);
+      std::memcpy(&hi, warp[8 * i + g].row + 4 * t + 2, 2);
+    }
+    r[i] = static_cast<std::uint32_t>(lo) | (static_cast<std::uint32_t>(hi) << 16);
+  }
+  __syncwarp(0xffffffffu, loc);
+}
+
+}  // namespace ak_emu
+
+template <int kBytes>
+inline void ak_cp_async(void* smem_dst, const void* global_src, int src_bytes,
+                        std::source_location loc = std::source_location::current()) {
+  static_assert(kBytes == 4 || kBytes == 8 || kBytes == 16, "cp.async copies 4, 8 or 16 bytes");
+  ak_emu::cp_async(smem_dst, global_src, kBytes, src_bytes, loc);
+}
+inline void ak_cp_async_commit() { ak_emu::cp_async_commit(); }
+template <int kNewestKept>
+inline void ak_cp_async_wait() {
+  static_assert(kNewestKept >= 0, "cp.async.wait_group N needs N >= 0");
+  ak_emu::cp_async_wait(kNewestKept, false);
+}
+inline void ak_cp_async_wait_all() { ak_emu::cp_async_wait(0, true); }
+
+template <int kMatrices, bool kTrans = false>
+inline void ak_ldmatrix(std::uint32_t (&r)[kMatrices], const void* smem_row,
+                        std::source_location loc = std::source_location::current()) {
+  ak_emu::warp_ldmatrix<kMatrices, kTrans>(r, smem_row, loc);
+}

@@ -320,6 +320,29 @@ struct ErrorLog {
 
 class Block;
 
+// cp.async (emu_device.h): one emulated thread's copies not yet waited for, in
+// issue order. The copy's bytes are taken from global memory when it is issued
+// and land in shared memory at the wait that completes its group. One queue
+// per thread slot of the running block (blocks run one at a time), emptied
+// when a thread starts; a thread that returns with copies pending is an error.
+struct AsyncCopy {
+  unsigned char* dst;
+  unsigned char data[16];
+  unsigned bytes;
+  std::uint64_t group;  // commit group, kUncommitted before cp.async.commit_group
+};
+struct AsyncCopyQueue {
+  static constexpr std::uint64_t kUncommitted = ~std::uint64_t{0};
+  std::vector<AsyncCopy> pending;
+  std::uint64_t committed = 0;  // groups committed so far
+
+  void clear() {
+    pending.clear();
+    committed = 0;
+  }
+};
+inline AsyncCopyQueue async_copy_queues[1024];
+
 // Switches from the running fiber back to its scheduler (emu_fiber.h).
 void fiber_yield();
 
@@ -357,6 +380,20 @@ class Block {
 
   unsigned thread_count() const { return nthreads_; }
   unsigned char* dynamic_shared() const { return dynamic_smem_; }
+
+  // Whether [address, address + bytes) lies in one of the block's static shared
+  // arrays or in its dynamic shared memory.
+  bool is_shared(const void* address, std::size_t bytes) {
+    const auto start = reinterpret_cast<std::uintptr_t>(address);
+    const auto dynamic = reinterpret_cast<std::uintptr_t>(dynamic_smem_);
+    if (start >= dynamic && start + bytes <= dynamic + info_.smem_bytes) return true;
+    EngineSection section;
+    std::lock_guard<std::mutex> lock(m_);
+    for (const auto& [first, size] : shared_ranges_.ranges) {
+      if (start >= first && start + bytes <= first + size) return true;
+    }
+    return false;
+  }
   bool uses_fibers() const { return fibers_; }
 
   // Points the calling OS thread's CUDA built-ins at thread `tid`. Fibers
@@ -381,13 +418,20 @@ class Block {
       status_[tid].state = ThreadState::kRunning;
       ++progress_;
     }
+    async_copy_queues[tid].clear();
     try {
       body_();
+      if (!async_copy_queues[tid].pending.empty()) {
+        record_error(thread_str(tid) + " returned with " +
+                     std::to_string(async_copy_queues[tid].pending.size()) +
+                     " cp.async copies not waited for (cp.async.wait_group / wait_all)");
+      }
     } catch (const std::exception& e) {
       record_error(thread_str(tid) + " threw: " + e.what());
     } catch (...) {
       record_error(thread_str(tid) + " threw a non-standard exception");
     }
+    async_copy_queues[tid].clear();
     tl_block = nullptr;
     tl_access_log = nullptr;
     thread_exit(tid);  // last access to *this from this thread

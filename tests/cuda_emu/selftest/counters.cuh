@@ -132,4 +132,33 @@ __global__ void mma_tf32_padded(float* __restrict__ out) {
   out[threadIdx.x] = acc[0];
 }
 
+// One warp, lane l issues one 16-byte cp.async of in[4l..4l+3] with src-size
+// 16 for l < 16 and 0 (all zero-fill) for the others. Global load site: 1
+// request of 32 lane accesses reading 16 x 16 = 256 contiguous bytes: 8
+// sectors, 8 ideal; DRAM 256 bytes (the zero-filled lanes read nothing).
+// Shared store site: 32 x 16 bytes, four phases of 8 lanes each writing 128
+// consecutive bytes, 1 wavefront each: 4, ideal ceil(128 words / 32) = 4.
+__global__ void cp_async_zero_fill(const float* __restrict__ in) {
+  AK_SHARED_ARRAY(float4, s, [32]);
+  const unsigned lane = threadIdx.x;
+  ak_cp_async<16>(&s[lane], in + 4 * lane, lane < 16 ? 16 : 0);
+  ak_cp_async_wait_all();
+}
+
+// One warp, ldmatrix.x4 of rows 0..31 (lane l gives row l) of a 32 x 64 bf16
+// tile, 128 bytes per row, the 16-byte chunk c of row r stored at chunk
+// c ^ (r % 8) when kSwizzled. Each phase of 8 lanes (one 8 x 8 matrix) reads
+// chunk 0 of 8 rows: unswizzled the same 4 banks of each row, 8-way
+// conflicting: 8 wavefronts per phase, 32 in all; swizzled, 8 distinct chunks =
+// all 32 banks: 1 per phase, 4 in all. Ideal ceil(128 words / 32) = 4.
+template <bool kSwizzled>
+__global__ void ldmatrix_rows(float* __restrict__ out) {
+  AK_SHARED_ARRAY(__nv_bfloat16, tile, [32][64]);
+  const unsigned lane = threadIdx.x;
+  const unsigned chunk = kSwizzled ? (0u ^ (lane % 8)) : 0u;
+  std::uint32_t r[4];
+  ak_ldmatrix<4>(r, &tile[lane][8 * chunk]);  // the tile is poison: only the count matters
+  out[lane] = static_cast<float>(r[0] & 1u);
+}
+
 }  // namespace selftest::counters

@@ -4,7 +4,7 @@
 //
 // Correct kernels (exit 0 when the results match a host reference, 1 if not):
 //   matmul reduce convert warp warp-partial atomics early-exit barrier-predicates mma
-//   mma-tf32 tf32-round
+//   mma-tf32 tf32-round cp-async ldmatrix
 // Efficiency counters (selftest/counters.cuh):
 //   counters         runs each counter kernel between counters_begin/end and
 //                    prints {"case": <counters JSON>, ...} on one line
@@ -12,6 +12,11 @@
 //   race             matmul without its load barrier   -> ThreadSanitizer report
 //   mma-wrong-layout tensor-core step, A fragment misplaced -> FAIL (exit 1)
 //   mma-tf32-wrong-layout the same for the TF32 step        -> FAIL (exit 1)
+//   cp-async-read-before-wait reads a copy's destination before its wait -> FAIL, NaN
+//   cp-async-unwaited / -misaligned / -bad-size               -> launch throws (exit 3)
+//   cp-async-race    reads another thread's copy without a barrier -> ThreadSanitizer report
+//   ldmatrix-wrong-rows lanes give the wrong A rows          -> FAIL (exit 1)
+//   ldmatrix-misaligned row not 16-byte aligned              -> launch throws (exit 3)
 //   overflow         reads one element past a buffer    -> AddressSanitizer report
 //   misaligned       misaligned float4 load             -> UBSan report
 //   divergent        __syncthreads at two call sites    -> launch throws (exit 3)
@@ -33,6 +38,7 @@
 #include <string>
 #include <vector>
 
+#include "async_copy.cuh"
 #include "broken.cuh"
 #include "counters.cuh"
 #include "kernels.cuh"
@@ -248,6 +254,87 @@ int run_barrier_predicates() {
   bool ok = true;
   for (int t = 0; t < kThreads; ++t) ok = ok && out[t * 3] == 32 && out[t * 3 + 1] == 1 && out[t * 3 + 2] == 1;
   return report(ok, "__syncthreads_count/and/or");
+}
+
+// --- cp.async and ldmatrix (selftest/async_copy.cuh) --------------------------
+
+// copy_groups: the host model of what each thread writes (see the kernel's comment).
+template <bool kReadBeforeWait>
+int run_cp_async() {
+  namespace ac = selftest::async_copy;
+  constexpr int kThreads = ac::kThreads;
+  std::vector<float4> storage(192);  // float4: 16-byte aligned, 768 floats
+  float* in = &storage[0].x;
+  for (int i = 0; i < 768; ++i) in[i] = static_cast<float>((i * 7) % 23) - 11.0f;
+  std::vector<float> out(7 * kThreads, -100.0f);
+  auto kernel = &ac::copy_groups<kReadBeforeWait>;
+  AK_LAUNCH(kernel, 1, kThreads, 0, nullptr)(in, out.data());
+  int mismatches = 0, nans = 0;
+  for (int t = 0; t < kThreads; ++t) {
+    const int n = t ^ 1;
+    const float want[7] = {in[4 * n], in[4 * n + 1], n % 5 == 0 ? 0.0f : in[4 * n + 2],
+                           n % 5 == 0 ? 0.0f : in[4 * n + 3], in[256 + 2 * n] + in[257 + 2 * n],
+                           in[384 + n], in[448 + 4 * n]};
+    for (int i = 0; i < 7; ++i) {
+      nans += std::isnan(out[7 * t + i]) ? 1 : 0;
+      mismatches += out[7 * t + i] != want[i] ? 1 : 0;
+    }
+  }
+  return report(mismatches == 0, "cp.async 16/8/4 bytes, zero-fill, two groups: " +
+                                     std::to_string(mismatches) + " mismatches, " +
+                                     std::to_string(nans) + " NaN");
+}
+
+int run_cp_async_broken(const std::string& which) {
+  namespace ac = selftest::async_copy;
+  std::vector<float4> storage(64);
+  const float* in = &storage[0].x;
+  std::vector<float> out(ac::kThreads, 0.0f);
+  if (which == "unwaited") {
+    AK_LAUNCH(ac::unwaited, 1, 32, 0, nullptr)(in);
+  } else if (which == "misaligned") {
+    AK_LAUNCH(ac::misaligned, 1, 32, 0, nullptr)(in);
+  } else if (which == "bad-size") {
+    AK_LAUNCH(ac::bad_size, 1, 32, 0, nullptr)(in);
+  } else {
+    AK_LAUNCH(ac::race, 1, ac::kThreads, 0, nullptr)(in, out.data());
+    return report(true, "cp-async-race: kernel completed");
+  }
+  return report(false, "cp-async-" + which + ": the launch did not fail");
+}
+
+template <typename T, bool kWrongRows>
+int ldmatrix_mismatches() {
+  const auto a32 = small_ints(256, 6);
+  const auto b32 = small_ints(256, 7);
+  std::vector<T> a(256), b(256), b_t(256);
+  for (int i = 0; i < 256; ++i) {
+    a[i] = alexnet_kernels::kernels::from_acc<T>(a32[i]);
+    b[i] = alexnet_kernels::kernels::from_acc<T>(b32[i]);
+    b_t[(i % 16) * 16 + i / 16] = b[i];  // b_t[n][k] = b[k][n]
+  }
+  std::vector<float> d(512, -1.0f);
+  auto kernel = &selftest::async_copy::ldmatrix_mma<T, kWrongRows>;
+  AK_LAUNCH(kernel, 1, 32, 0, nullptr)(a.data(), b.data(), b_t.data(), d.data());
+  const auto ref = host_matmul(a32, b32, 16, 16, 16);
+  int mismatches = 0;
+  for (int i = 0; i < 512; ++i) mismatches += d[i] != ref[i % 256] ? 1 : 0;
+  return mismatches;
+}
+
+template <bool kWrongRows>
+int run_ldmatrix() {
+  const int half = ldmatrix_mismatches<__half, kWrongRows>();
+  const int bf16 = ldmatrix_mismatches<__nv_bfloat16, kWrongRows>();
+  return report(half == 0 && bf16 == 0, "ldmatrix x1/x2/x4/x4.trans -> mma 16x16 * 16x16: " +
+                                            std::to_string(half) + " (fp16), " +
+                                            std::to_string(bf16) + " (bf16) mismatches");
+}
+
+int run_ldmatrix_misaligned() {
+  std::vector<float> out(32, 0.0f);
+  AK_LAUNCH(selftest::async_copy::ldmatrix_misaligned, 1, 32, 0, nullptr)(out.data());
+  return report(false, "ldmatrix-misaligned: the launch did not fail");
 }
 
 // --- broken kernels ---------------------------------------------------------
@@ -474,6 +561,17 @@ int run_counters() {
   cases.emplace_back("mma-tf32-padded", counted([&] {
     AK_LAUNCH(c::mma_tf32_padded, 1, 32, 0, nullptr)(out.get());
   }));
+  cases.emplace_back("cp-async-zero-fill", counted([&] {
+    AK_LAUNCH(c::cp_async_zero_fill, 1, 32, 0, nullptr)(in.get());
+  }));
+  cases.emplace_back("ldmatrix-unswizzled", counted([&] {
+    auto kernel = &c::ldmatrix_rows<false>;
+    AK_LAUNCH(kernel, 1, 32, 0, nullptr)(out.get());
+  }));
+  cases.emplace_back("ldmatrix-swizzled", counted([&] {
+    auto kernel = &c::ldmatrix_rows<true>;
+    AK_LAUNCH(kernel, 1, 32, 0, nullptr)(out.get());
+  }));
   // 10 blocks, 3 sampled (0, 5, 9); the blocks skipped leave out[] as it was.
   for (int i = 0; i < 320; ++i) out.get()[i] = -1.0f;
   cases.emplace_back("sampled", counted([&] {
@@ -509,6 +607,15 @@ const std::map<std::string, std::function<int()>>& commands() {
       {"mma-wrong-layout", run_mma<true>},
       {"mma-tf32", run_tf32_mma<false>},
       {"mma-tf32-wrong-layout", run_tf32_mma<true>},
+      {"cp-async", run_cp_async<false>},
+      {"cp-async-read-before-wait", run_cp_async<true>},
+      {"cp-async-unwaited", [] { return run_cp_async_broken("unwaited"); }},
+      {"cp-async-misaligned", [] { return run_cp_async_broken("misaligned"); }},
+      {"cp-async-bad-size", [] { return run_cp_async_broken("bad-size"); }},
+      {"cp-async-race", [] { return run_cp_async_broken("race"); }},
+      {"ldmatrix", run_ldmatrix<false>},
+      {"ldmatrix-wrong-rows", run_ldmatrix<true>},
+      {"ldmatrix-misaligned", run_ldmatrix_misaligned},
       {"tf32-round", run_tf32_round},
       {"counters", run_counters},
       {"race", run_matmul<true>},
