@@ -40,9 +40,10 @@ from pathlib import Path
 SCRIPTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS))
 
-# Kernel tile constants (csrc/kernels/conv2d_relu.cuh, dropout.cuh, max_pool.cuh).
+# Kernel tile constants (csrc/kernels/conv2d_relu.cuh, dropout.cuh, max_pool.cuh, lrn.cuh).
 CONV_TILE_M, CONV_TILE_N, CONV_TILE_K, CONV_WARPS = 64, 64, 32, 4
 DROPOUT_ELEMENTS_PER_THREAD = 4
+LRN_VECTOR_BYTES = 16  # (N, C, pixels): one 16-byte vector of pixels per lane
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,8 @@ POOL_KERNEL, POOL_STRIDE = 3, 2
 
 def memory_bound(case, batch: int, dtype: str, mixes: dict, arch: int):
     """(kernel, mix, warp instructions, direction) of the memory-bound kernels of ``case``
-    that have a rule: dropout (one Philox group of 4 elements per thread and iteration),
+    that have a rule: LRN (one channel of a warp's 32 vectors of pixels per iteration),
+    dropout (one Philox group of 4 elements per thread and iteration),
     max-pool forward (one output per iteration, taps kh x kw in its nested loops) and
     backward (one input element per iteration, about (k / s)^2 covering windows)."""
     element = _element(dtype)
@@ -205,6 +207,19 @@ def memory_bound(case, batch: int, dtype: str, mixes: dict, arch: int):
         if mix is not None and mix.main is not None:
             warps = math.ceil(elements / DROPOUT_ELEMENTS_PER_THREAD / 32)
             found.append(("dropout_kernel", mix, warps * mix.main.instructions, "forward"))
+    elif case.op == "lrn":
+        # (N, C, pixels), the layout of these cases: a lane owns one 16-byte vector of
+        # pixels and its warp walks all C channels, one main-loop iteration each (the
+        # loop of the warps inside a plane; the first and last warp of each plane run
+        # a copy with element-wise fallbacks, counted at the same cost).
+        c, h, w = case.shape
+        per_warp = 32 * LRN_VECTOR_BYTES // _itemsize(dtype)
+        warps = batch * math.ceil(h * w / per_warp)
+        for kernel, direction in (("lrn_forward_kernel", "forward"),
+                                  ("lrn_backward_kernel", "backward")):
+            mix = mixes.get((arch, f"{kernel}<{element}, false, LrnBeta075>"))
+            if mix is not None and mix.main is not None:
+                found.append((kernel, mix, warps * c * per_iteration(mix, []), direction))
     elif case.op == "max_pool2d":
         c, h, w = case.shape
         out = [(n - POOL_KERNEL) // POOL_STRIDE + 1 for n in (h, w)]
@@ -224,8 +239,8 @@ def memory_bound(case, batch: int, dtype: str, mixes: dict, arch: int):
 
 
 def rows(batch: int, dtypes: list[str], gpus: list[GpuSpec], mixes) -> list[Modelled]:
-    """The model of the conv2d_relu, max-pool and dropout kernels at AlexNet's layer shapes
-    (LRN has no rule yet: its tile loops need the emulator's dynamic counts)."""
+    """The model of the conv2d_relu, LRN, max-pool and dropout kernels at AlexNet's layer
+    shapes."""
     from alexnet_kernels.bench.cases import CASES, traffic
 
     by_name = {(m.arch, m.name): m for m in mixes}
@@ -236,7 +251,7 @@ def rows(batch: int, dtypes: list[str], gpus: list[GpuSpec], mixes) -> list[Mode
             itemsize = 2 if dtype in ("bf16", "fp16") else 4
             tensor_rate = gpu.half_tflops if itemsize == 2 else gpu.tf32_tflops
             for case in CASES:
-                if case.op in ("lrn", "model"):
+                if case.op == "model":
                     continue
                 if case.op == "conv2d_relu":
                     out += _conv_rows(case, batch, dtype, itemsize, tensor_rate, gpu, arch,
@@ -249,6 +264,10 @@ def rows(batch: int, dtypes: list[str], gpus: list[GpuSpec], mixes) -> list[Mode
                         out.append(model(kernel, case.layer, gpu, dtype, moved, 0.0, 1.0,
                                          instructions, moved, 0.0, 1.0))
     return out
+
+
+def _itemsize(dtype: str) -> int:
+    return 2 if dtype in ("bf16", "fp16") else 4
 
 
 def _element(dtype: str) -> str:

@@ -35,6 +35,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 
 namespace alexnet_kernels::kernels {
@@ -47,7 +48,7 @@ constexpr int64_t kLrnMaxGridX = 2147483647;
 // how often a warp re-sums a window (about every kLrnRecompute channels).
 constexpr int kLrnRecompute = 16;
 
-// The exponents with a fast path: S^-0.75 = rsqrt(S) * rsqrt(sqrt(S)) and
+// The exponents with a fast path: S^-0.75 = r * (r * rsqrt(r)) with r = rsqrt(S), and
 // S^-0.5 = rsqrt(S), 1/S = rsqrt(S)^2; any other beta takes pow and a division.
 enum class LrnBeta { kGeneral = 0, kThreeQuarters = 1, kHalf = 2 };
 // The kernels' template argument for each case (a type, so that kernel names read
@@ -148,8 +149,11 @@ AK_DEVICE_INLINE double lrn_rsqrt(double v) { return rsqrt(v); }
 template <typename Beta, typename Acc>
 AK_DEVICE_INLINE Acc lrn_pow(Acc s, Acc neg_beta) {
   if constexpr (std::is_same_v<Beta, LrnBeta075>) {
+    // r^1.5 as r * (r * rsqrt(r)): no sqrt (whose IEEE slow path is a call), no
+    // intermediate overflow; r = 0 (S = inf) and r = inf (S = 0) are their own answer.
     const Acc r = lrn_rsqrt(s + Acc(0));
-    return r * lrn_rsqrt(sqrt(s + Acc(0)));
+    const bool edge = r == Acc(0) || r > std::numeric_limits<Acc>::max();
+    return edge ? r : r * (r * lrn_rsqrt(r));
   } else if constexpr (std::is_same_v<Beta, LrnBeta050>) {
     return lrn_rsqrt(s + Acc(0));
   } else {
@@ -176,34 +180,44 @@ struct alignas(16) LrnPack {
   T v[lrn_vec<T>()];
 };
 
-// The next lane's pack (two 64-bit shuffles).
+// The next lane's pack (four 32-bit shuffles).
 template <typename T>
 AK_DEVICE_INLINE LrnPack<T> lrn_shfl_down(const LrnPack<T>& p) {
-  unsigned long long words[2];
+  unsigned words[4];
   memcpy(words, &p, sizeof(words));
-  words[0] = __shfl_down_sync(kLrnFullMask, words[0], 1);
-  words[1] = __shfl_down_sync(kLrnFullMask, words[1], 1);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    words[i] = __shfl_down_sync(kLrnFullMask, words[i], 1);
+  }
   LrnPack<T> out;
   memcpy(&out, words, sizeof(words));
   return out;
 }
 
-// out[i] = (a ++ b)[shift + i] for a warp-uniform runtime shift in [0, kVec): a
-// chain of uniform branches to static register moves (a runtime index into a
-// register array would put it in local memory).
-template <typename T, int kShift = 0>
-AK_DEVICE_INLINE void lrn_funnel(const T* a, const T* b, int shift, T* out) {
-  constexpr int kVec = lrn_vec<T>();
-  if constexpr (kShift < kVec) {
-    if (shift == kShift) {
+// (a ++ b) from element `shift` on, shift in [0, kVec): word selects and funnel
+// shifts, no branches (a runtime index into a register array would put it in local
+// memory).
+template <typename T>
+AK_DEVICE_INLINE LrnPack<T> lrn_funnel(const LrnPack<T>& a, const LrnPack<T>& b, int shift) {
+  unsigned w[8];
+  memcpy(w, &a, 16);
+  memcpy(w + 4, &b, 16);
+  const int bytes = shift * static_cast<int>(sizeof(T));
+  const int word = bytes >> 2;
+  const unsigned bits = static_cast<unsigned>(bytes & 3) * 8;
+  unsigned picked[5];
 #pragma unroll
-      for (int i = 0; i < kVec; ++i) {
-        out[i] = i + kShift < kVec ? a[i + kShift] : b[i + kShift - kVec];
-      }
-    } else {
-      lrn_funnel<T, kShift + 1>(a, b, shift, out);
-    }
+  for (int j = 0; j < 5; ++j) {
+    picked[j] = word == 0 ? w[j] : word == 1 ? w[j + 1] : word == 2 ? w[j + 2] : w[j + 3];
   }
+  unsigned out_words[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    out_words[j] = bits == 0 ? picked[j] : (picked[j] >> bits) | (picked[j + 1] << (32 - bits));
+  }
+  LrnPack<T> out;
+  memcpy(&out, out_words, 16);
+  return out;
 }
 
 // Elements from `p` to the next 16-byte boundary (p is element-aligned).
@@ -225,12 +239,12 @@ AK_DEVICE_INLINE T lrn_zero() {
 // L1). Elements from `limit` on (past the plane's end) read as 0 and are never
 // touched: a chunk that reaches them is read element by element, as is the part of
 // lane 0's first chunk that lies before the plane.
-template <typename T>
+template <bool kInterior, typename T>
 AK_DEVICE_INLINE void lrn_exchange_load(const T* p, bool at_plane_start, int64_t limit, T* own) {
   constexpr int kVec = lrn_vec<T>();
   const int head = lrn_head(p);
   LrnPack<T> chunk, before;
-  if (head + kVec <= limit) {
+  if (kInterior || head + kVec <= limit) {
     chunk = ak_ld(reinterpret_cast<const LrnPack<T>*>(p + head));
   } else {
 #pragma unroll
@@ -245,7 +259,7 @@ AK_DEVICE_INLINE void lrn_exchange_load(const T* p, bool at_plane_start, int64_t
     }
     return;
   }
-  if (!at_plane_start && head <= limit) {
+  if (kInterior || (!at_plane_start && head <= limit)) {
     before = ak_ld(reinterpret_cast<const LrnPack<T>*>(p + head - kVec));
   } else {
 #pragma unroll
@@ -256,13 +270,17 @@ AK_DEVICE_INLINE void lrn_exchange_load(const T* p, bool at_plane_start, int64_t
       }
     }
   }
-  lrn_funnel(before.v, chunk.v, kVec - head, own);
+  const LrnPack<T> mine = lrn_funnel(before, chunk, kVec - head);
+#pragma unroll
+  for (int i = 0; i < kVec; ++i) {
+    own[i] = mine.v[i];
+  }
 }
 
 // The store of lrn_exchange_load's layout: lanes 0..30 store the chunk that starts
 // `head` elements after their first one; the chunks that straddle two warps, and
 // those that reach `limit`, are stored element by element.
-template <typename T>
+template <bool kInterior, typename T>
 AK_DEVICE_INLINE void lrn_exchange_store(T* p, int lane, int64_t limit, const T* own) {
   constexpr int kVec = lrn_vec<T>();
   const int head = lrn_head(p);
@@ -271,8 +289,11 @@ AK_DEVICE_INLINE void lrn_exchange_store(T* p, int lane, int64_t limit, const T*
   for (int i = 0; i < kVec; ++i) {
     mine.v[i] = own[i];
   }
+  // Before any branch: a shuffle under (even uniform) control flow is compiled as a
+  // call that spills.
+  const LrnPack<T> next = lrn_shfl_down(mine);
   if (head == 0) {
-    if (kVec <= limit) {
+    if (kInterior || kVec <= limit) {
       ak_st(reinterpret_cast<LrnPack<T>*>(p), mine);
     } else {
 #pragma unroll
@@ -284,14 +305,10 @@ AK_DEVICE_INLINE void lrn_exchange_store(T* p, int lane, int64_t limit, const T*
     }
     return;
   }
-  const LrnPack<T> next = lrn_shfl_down(mine);
-  if (lane < 31 && head + kVec <= limit) {
-    LrnPack<T> chunk;
-    lrn_funnel(mine.v, next.v, head, chunk.v);
-    ak_st(reinterpret_cast<LrnPack<T>*>(p + head), chunk);
-  } else if (lane < 31) {
-    LrnPack<T> chunk;
-    lrn_funnel(mine.v, next.v, head, chunk.v);
+  if (lane < 31 && (kInterior || head + kVec <= limit)) {
+    ak_st(reinterpret_cast<LrnPack<T>*>(p + head), lrn_funnel(mine, next, head));
+  } else if (!kInterior && lane < 31) {
+    const LrnPack<T> chunk = lrn_funnel(mine, next, head);
 #pragma unroll
     for (int i = 0; i < kVec; ++i) {
       if (head + i < limit) {
@@ -301,7 +318,7 @@ AK_DEVICE_INLINE void lrn_exchange_store(T* p, int lane, int64_t limit, const T*
   } else {
 #pragma unroll
     for (int i = 0; i < kVec; ++i) {
-      if (i >= head && i < limit) {
+      if (i >= head && (kInterior || i < limit)) {
         ak_st(p + i, own[i]);
       }
     }
@@ -309,7 +326,7 @@ AK_DEVICE_INLINE void lrn_exchange_store(T* p, int lane, int64_t limit, const T*
   if (lane == 0) {
 #pragma unroll
     for (int i = 0; i < kVec; ++i) {
-      if (i < head && i < limit) {
+      if (i < head && (kInterior || i < limit)) {
         ak_st(p + i, own[i]);
       }
     }
@@ -319,36 +336,41 @@ AK_DEVICE_INLINE void lrn_exchange_store(T* p, int lane, int64_t limit, const T*
 // ---- (N, C, pixels): the pixels of one lane --------------------------------------
 
 // The kVec consecutive pixels of a plane that a lane owns, from `first`; `limit` is
-// the number of them (and beyond) inside the plane.
-template <typename T>
+// the number of them (and beyond) inside the plane. kInterior: the warp is neither
+// the first of its plane nor within 33 vectors of its end, so every chunk it touches
+// lies inside the plane and the element-wise fallbacks are compiled out (the other
+// warps run a copy of the channel walk with them).
+template <typename T, bool kInterior>
 struct LrnLane {
   int64_t first;
   int64_t limit;
   int lane;
 
   AK_DEVICE_INLINE void load(const T* plane, T* own) const {
-    lrn_exchange_load(plane + first, first == 0, limit, own);
+    lrn_exchange_load<kInterior>(plane + first, first == 0, limit, own);
   }
   AK_DEVICE_INLINE void store(T* plane, const T* own) const {
-    lrn_exchange_store(plane + first, lane, limit, own);
+    lrn_exchange_store<kInterior>(plane + first, lane, limit, own);
   }
 };
 
 // The block's image and the lane's pixels; `active` is false for a warp past the
 // end of the plane (warp-uniform, so it may return).
 template <typename T, typename Acc>
-AK_DEVICE_INLINE LrnLane<T> lrn_lane(const LrnArgs<Acc>& a, int64_t& n, bool& active) {
+AK_DEVICE_INLINE LrnLane<T, false> lrn_lane(const LrnArgs<Acc>& a, int64_t& n, bool& active,
+                                            bool& interior) {
   constexpr int kVec = lrn_vec<T>();
   n = blockIdx.x / a.pixel_tiles;
   const int warp = static_cast<int>(threadIdx.x) / 32;
   const int lane = static_cast<int>(threadIdx.x) % 32;
   const int64_t warp_first =
       (blockIdx.x % a.pixel_tiles) * (kLrnThreads * kVec) + warp * (32 * kVec);
-  LrnLane<T> view{};
+  LrnLane<T, false> view{};
   view.lane = lane;
   view.first = warp_first + lane * kVec;
   view.limit = a.pixels - view.first;
   active = warp_first < a.pixels;
+  interior = warp_first > 0 && warp_first + 33 * kVec <= a.pixels;
   return view;
 }
 
@@ -362,7 +384,7 @@ AK_DEVICE_INLINE acc_t<T> lrn_square(T v) {
 // recurrence of the header comment. Advancing is the same computation whatever
 // the caller, so two windows at the same position hold the same bits (the
 // backward relies on that to subtract exactly what it added).
-template <typename T>
+template <typename T, bool kInterior>
 struct LrnWindow {
   using Acc = acc_t<T>;
   static constexpr int kVec = lrn_vec<T>();
@@ -370,7 +392,7 @@ struct LrnWindow {
   Acc mag[kVec];
   int64_t pos;
 
-  AK_DEVICE_INLINE void direct(const T* x, const LrnLane<T>& view, const LrnArgs<Acc>& a) {
+  AK_DEVICE_INLINE void direct(const T* x, const LrnLane<T, kInterior>& view, const LrnArgs<Acc>& a) {
 #pragma unroll
     for (int i = 0; i < kVec; ++i) {
       sum[i] = 0;
@@ -391,7 +413,7 @@ struct LrnWindow {
   }
 
   // To pos + 1; `x` is the image's first plane. Positions below 0 hold nothing.
-  AK_DEVICE_INLINE void advance(const T* x, const LrnLane<T>& view, const LrnArgs<Acc>& a) {
+  AK_DEVICE_INLINE void advance(const T* x, const LrnLane<T, kInterior>& view, const LrnArgs<Acc>& a) {
     ++pos;
     if (pos < 0) {
       return;
@@ -429,20 +451,11 @@ struct LrnWindow {
   }
 };
 
-template <typename T, typename Beta>
-AK_DEVICE_INLINE void lrn_forward_nchw(const T* __restrict__ x_all, T* __restrict__ y_all,
+template <typename T, typename Beta, bool kInterior>
+AK_DEVICE_INLINE void lrn_forward_walk(const T* x, T* y, const LrnLane<T, kInterior>& view,
                                        const LrnArgs<acc_t<T>>& a) {
-  using Acc = acc_t<T>;
   constexpr int kVec = lrn_vec<T>();
-  int64_t n;
-  bool active;
-  const LrnLane<T> view = lrn_lane<T>(a, n, active);
-  if (!active) {
-    return;
-  }
-  const T* x = x_all + n * a.channels * a.pixels;
-  T* y = y_all + n * a.channels * a.pixels;
-  LrnWindow<T> window{};
+  LrnWindow<T, kInterior> window{};
   window.pos = -1;
   for (int64_t c = 0; c < a.channels; ++c) {
     window.advance(x, view, a);
@@ -456,20 +469,38 @@ AK_DEVICE_INLINE void lrn_forward_nchw(const T* __restrict__ x_all, T* __restric
   }
 }
 
+template <typename T, typename Beta>
+AK_DEVICE_INLINE void lrn_forward_nchw(const T* __restrict__ x_all, T* __restrict__ y_all,
+                                       const LrnArgs<acc_t<T>>& a) {
+  int64_t n;
+  bool active, interior;
+  const LrnLane<T, false> view = lrn_lane<T>(a, n, active, interior);
+  if (!active) {
+    return;
+  }
+  const int64_t image = n * a.channels * a.pixels;
+  if (interior) {
+    const LrnLane<T, true> inner{view.first, view.limit, view.lane};
+    lrn_forward_walk<T, Beta>(x_all + image, y_all + image, inner, a);
+  } else {
+    lrn_forward_walk<T, Beta>(x_all + image, y_all + image, view, a);
+  }
+}
+
 // grad_x[c] = g[c] S[c]^-beta - grad_coef * x[c] * T[c],  T[c] = sum_{c' = c-hi}^{c+lo} t[c'],
 // t = g y / S. T is a running sum too: t enters at c + 1 + lo (window `lead`) and
 // leaves at c - hi (window `lag`, the same recurrence `size` channels behind, so the
 // leaving t has the bits the entering one had). Its error is bounded the same way,
 // against the window's sum of |t|; re-summing it computes each t of the window from
 // a directly summed S.
-template <typename T, typename Beta>
+template <typename T, typename Beta, bool kInterior>
 struct LrnTerms {
   using Acc = acc_t<T>;
   static constexpr int kVec = lrn_vec<T>();
   const T* x;
   const T* g;
   const T* y;
-  const LrnLane<T>* view;
+  const LrnLane<T, kInterior>* view;
   const LrnArgs<Acc>* a;
 
   // t at channel c for S - k = sum (zero outside the channels).
@@ -499,7 +530,7 @@ struct LrnTerms {
     }
     const int64_t last = ak_min<int64_t>(c + a->half_lo, a->channels - 1);
     for (int64_t j = ak_max<int64_t>(c - a->half_hi, 0); j <= last; ++j) {
-      LrnWindow<T> w{};
+      LrnWindow<T, kInterior> w{};
       w.pos = j;
       w.direct(x, *view, *a);
       Acc t[kVec];
@@ -513,22 +544,14 @@ struct LrnTerms {
   }
 };
 
-template <typename T, typename Beta>
-AK_DEVICE_INLINE void lrn_backward_nchw(const T* __restrict__ g_all, const T* __restrict__ x_all,
-                                        const T* __restrict__ y_all, T* __restrict__ gx_all,
+template <typename T, typename Beta, bool kInterior>
+AK_DEVICE_INLINE void lrn_backward_walk(const T* g, const T* x, const T* y, T* gx,
+                                        const LrnLane<T, kInterior>& view,
                                         const LrnArgs<acc_t<T>>& a) {
   using Acc = acc_t<T>;
   constexpr int kVec = lrn_vec<T>();
-  int64_t n;
-  bool active;
-  const LrnLane<T> view = lrn_lane<T>(a, n, active);
-  if (!active) {
-    return;
-  }
-  const int64_t image = n * a.channels * a.pixels;
-  const LrnTerms<T, Beta> terms{x_all + image, g_all + image, y_all + image, &view, &a};
-  T* gx = gx_all + image;
-  LrnWindow<T> mid{}, lead{}, lag{};
+  const LrnTerms<T, Beta, kInterior> terms{x, g, y, &view, &a};
+  LrnWindow<T, kInterior> mid{}, lead{}, lag{};
   mid.pos = lead.pos = -1;
   lag.pos = -a.half_hi - 1;
   Acc total[kVec], abs_total[kVec], mag[kVec];
@@ -588,6 +611,27 @@ AK_DEVICE_INLINE void lrn_backward_nchw(const T* __restrict__ g_all, const T* __
         mag[i] = abs_total[i];
       }
     }
+  }
+}
+
+template <typename T, typename Beta>
+AK_DEVICE_INLINE void lrn_backward_nchw(const T* __restrict__ g_all, const T* __restrict__ x_all,
+                                        const T* __restrict__ y_all, T* __restrict__ gx_all,
+                                        const LrnArgs<acc_t<T>>& a) {
+  int64_t n;
+  bool active, interior;
+  const LrnLane<T, false> view = lrn_lane<T>(a, n, active, interior);
+  if (!active) {
+    return;
+  }
+  const int64_t image = n * a.channels * a.pixels;
+  if (interior) {
+    const LrnLane<T, true> inner{view.first, view.limit, view.lane};
+    lrn_backward_walk<T, Beta>(g_all + image, x_all + image, y_all + image, gx_all + image, inner,
+                               a);
+  } else {
+    lrn_backward_walk<T, Beta>(g_all + image, x_all + image, y_all + image, gx_all + image, view,
+                               a);
   }
 }
 
