@@ -211,14 +211,18 @@ def memory_bound(case, batch: int, dtype: str, mixes: dict, arch: int):
         # (N, C, pixels), the layout of these cases: a lane owns one 16-byte vector of
         # pixels and its warp walks all C channels, one main-loop iteration each (the
         # loop of the warps inside a plane; the first and last warp of each plane run
-        # a copy with element-wise fallbacks, counted at the same cost).
+        # a copy with element-wise fallbacks, counted at the same cost). Every
+        # instruction of the walk counts, the rarely run re-summing loops included.
         c, h, w = case.shape
         per_warp = 32 * LRN_VECTOR_BYTES // _itemsize(dtype)
         warps = batch * math.ceil(h * w / per_warp)
         for kernel, direction in (("lrn_forward_kernel", "forward"),
                                   ("lrn_backward_kernel", "backward")):
             mix = mixes.get((arch, f"{kernel}<{element}, false, LrnBeta075>"))
-            if mix is not None and mix.main is not None:
+            # The channel walk loads and stores; a main loop without loads is a sub-loop
+            # of the stores (sass_mix's smallest storing loop), which would undercount.
+            if (mix is not None and mix.main is not None
+                    and mix.main.classes["global load"] > 0):
                 found.append((kernel, mix, warps * c * per_iteration(mix, []), direction))
     elif case.op == "max_pool2d":
         c, h, w = case.shape

@@ -66,7 +66,13 @@ def test_lrn_rule_counts_one_iteration_per_channel_of_each_warp() -> None:
     case = next(c for c in CASES if c.op == "lrn" and c.layer == "conv1")
     mixes = {(90, f"{k}<__nv_bfloat16, false, LrnBeta075>"): _mix(n, [])
              for k, n in (("lrn_forward_kernel", 150), ("lrn_backward_kernel", 400))}
+    for mix in mixes.values():
+        mix.main.classes["global load"] = 1
     found = roofline.memory_bound(case, 2, "bf16", mixes, 90)
     assert [(k, n, d) for k, _, n, d in found] == [
         ("lrn_forward_kernel", 24 * 96 * 150, "forward"),
         ("lrn_backward_kernel", 24 * 96 * 400, "backward")]
+    # A main loop that only stores is not the channel walk: no row rather than too few.
+    mixes[(90, "lrn_forward_kernel<__nv_bfloat16, false, LrnBeta075>")].main.classes.clear()
+    assert [k for k, *_ in roofline.memory_bound(case, 2, "bf16", mixes, 90)] == [
+        "lrn_backward_kernel"]

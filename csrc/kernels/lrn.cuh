@@ -289,9 +289,7 @@ AK_DEVICE_INLINE void lrn_exchange_store(T* p, int lane, int64_t limit, const T*
   for (int i = 0; i < kVec; ++i) {
     mine.v[i] = own[i];
   }
-  // Before any branch: a shuffle under (even uniform) control flow is compiled as a
-  // call that spills.
-  const LrnPack<T> next = lrn_shfl_down(mine);
+  const LrnPack<T> next = lrn_shfl_down(mine);  // by every lane, whatever `head`
   if (head == 0) {
     if (kInterior || kVec <= limit) {
       ak_st(reinterpret_cast<LrnPack<T>*>(p), mine);
@@ -360,11 +358,15 @@ template <typename T, typename Acc>
 AK_DEVICE_INLINE LrnLane<T, false> lrn_lane(const LrnArgs<Acc>& a, int64_t& n, bool& active,
                                             bool& interior) {
   constexpr int kVec = lrn_vec<T>();
-  n = blockIdx.x / a.pixel_tiles;
+  // 32-bit: a 64-bit division is a called routine whose calling convention spills.
+  const unsigned tiles = static_cast<unsigned>(a.pixel_tiles);  // <= the grid size
+  const unsigned image = blockIdx.x / tiles;
+  n = image;
   const int warp = static_cast<int>(threadIdx.x) / 32;
   const int lane = static_cast<int>(threadIdx.x) % 32;
   const int64_t warp_first =
-      (blockIdx.x % a.pixel_tiles) * (kLrnThreads * kVec) + warp * (32 * kVec);
+      static_cast<int64_t>(blockIdx.x - image * tiles) * (kLrnThreads * kVec) +
+      warp * (32 * kVec);
   LrnLane<T, false> view{};
   view.lane = lane;
   view.first = warp_first + lane * kVec;
