@@ -1,8 +1,8 @@
 """Builds and loads the CUDA kernels compiled for the CPU emulator (tests/cuda_emu).
 
-``load()`` compiles tests/cuda_emu/emulated_ops.cpp (the real kernel headers and
-their host glue) with the emulator's flags into ``.emu-build/<variant>`` and
-registers ``torch.ops.alexnet_kernels_emu.*`` for CPU tensors. The variant is
+``load()`` compiles tests/cuda_emu/emulated_*.cpp (the real kernel headers and
+their host glue, one file per op so that ninja builds them in parallel) with the
+emulator's flags into ``.emu-build/<variant>`` and registers ``torch.ops.alexnet_kernels_emu.*`` for CPU tensors. The variant is
 taken from ``AK_EMU_SANITIZER`` (none, tsan, asan): sanitizer variants are used by
 the sanitizer jobs, which run pytest in a subprocess with the runtime preloaded.
 
@@ -90,7 +90,7 @@ def load() -> object:
     with _build_tools_without_sanitizer_runtime():
         torch.utils.cpp_extension.load(
             name=f"alexnet_kernels_emu_{variant}",
-            sources=[str(EMU / "emulated_ops.cpp")],
+            sources=[str(path) for path in sorted(EMU.glob("emulated_*.cpp"))],
             extra_cflags=cflags,
             # -ldl: dladdr, which names launched kernels (glibc < 2.34 needs it).
             extra_ldflags=[*build.link_flags(variant), "-ldl"],
