@@ -1,5 +1,6 @@
 """pytest configuration: environment settings made before anything is imported, the fuzz
-profiles, and the hooks (kernel coverage). What tests share lives in helpers.py."""
+profiles, and the hooks (kernel coverage). What tests share lives in helpers.py and, per
+op, in cases/."""
 
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ import torch
 from helpers import TRITON_DEVICE
 from hypothesis import HealthCheck, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
+
+# The shared test bodies in cases/ hold the op tests' asserts: rewritten like those of
+# test files, so that a failing one still shows its operands.
+pytest.register_assert_rewrite("cases")
 
 # The fuzz tests' example budgets (tests/fuzz_support.py). "ci", the default, is
 # derandomized and keeps no database, so every run of the suite draws the same

@@ -12,9 +12,15 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
+from cases.conv2d_relu import (
+    ODD_CASES,
+    as_pair,
+    assert_close_scaled,
+    check_against_reference,
+    forward_backward,
+)
 from helpers import (
     FLOAT_DTYPES,
-    TOLERANCES,
     assert_compiled_matches_eager,
     emulated_ops,
     placement,
@@ -41,15 +47,6 @@ ALEXNET_LAYERS = {
     "paper-conv4-grouped": ((384, 13, 13), (384, 192, 3, 3), 1, 1, 2),
     "paper-conv5-grouped": ((384, 13, 13), (256, 192, 3, 3), 1, 1, 2),
 }
-# (input, weight, stride, padding, dilation, groups): 1x1 kernels, stride larger
-# than the kernel, non-square everything, dilation, Cout not a multiple of any tile.
-ODD_CASES = [
-    ((3, 7, 9), (5, 3, 1, 1), 1, 0, 1, 1),
-    ((4, 11, 10), (7, 4, 2, 2), 3, 0, 1, 1),
-    ((6, 9, 13), (9, 2, 3, 5), (2, 1), (1, 2), (1, 2), 3),
-    ((2, 5, 5), (3, 2, 5, 5), 1, 2, 1, 1),
-    ((5, 12, 8), (13, 5, 4, 3), (1, 2), (2, 1), 2, 1),
-]
 
 # Downsized versions of AlexNet's convolutions and further odd cases for the
 # CUDA kernels run on the CPU by the emulator (input (C, H, W), weight,
@@ -78,81 +75,19 @@ def _no_tf32():
         yield
 
 
-def _pair(value) -> list[int]:
-    return list(value) if isinstance(value, tuple) else [value, value]
-
-
-def _tolerance(actual: torch.Tensor, expected64: torch.Tensor) -> None:
-    """Per-dtype tolerance relative to the largest reference value: a convolution sums
-    Cin * KH * KW products, so the absolute error scales with the output's magnitude."""
-    rtol, _ = TOLERANCES[actual.dtype]
-    scale = max(expected64.abs().max().item(), 1.0)
-    torch.testing.assert_close(actual.double(), expected64, rtol=rtol, atol=rtol * scale)
-
-
 def forward(provider: str, leaves: list[torch.Tensor], stride, padding, dilation,
             groups) -> torch.Tensor:
     """y alone (no gradients) of one implementation, on CPU tensors; see forward_backward."""
     bias = leaves[2] if len(leaves) == 3 else None
     if provider == "emulated_cuda":
-        return emulated_ops().conv2d_relu(leaves[0], leaves[1], bias, _pair(stride),
-                                           _pair(padding), _pair(dilation), groups)
+        return emulated_ops().conv2d_relu(leaves[0], leaves[1], bias, as_pair(stride),
+                                           as_pair(padding), as_pair(dilation), groups)
     where = placement(provider)
     with where.context, torch.no_grad():
         y = ak.conv2d_relu(leaves[0].to(where.device), leaves[1].to(where.device),
                            None if bias is None else bias.to(where.device), stride, padding,
                            dilation, groups, backend=where.backend)
     return y.cpu()
-
-
-def forward_backward(provider: str, leaves: list[torch.Tensor], stride, padding, dilation,
-                     groups, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    """(y, grad_y, [grad_x, grad_w(, grad_b)]) of one implementation, on CPU tensors.
-
-    ``leaves`` is [x, w] or [x, w, b]; "emulated_cuda" calls the CUDA kernels
-    run by the emulator directly, the others go through autograd.
-    """
-    dtype = leaves[0].dtype
-    if provider == "emulated_cuda":
-        ops = emulated_ops()
-        x, w = leaves[0], leaves[1]
-        b = leaves[2] if len(leaves) == 3 else None
-        arguments = (_pair(stride), _pair(padding), _pair(dilation), groups)
-        y = ops.conv2d_relu(x, w, b, *arguments)
-        grad_y = random_tensor(tuple(y.shape), dtype, seed + 3)
-        grads = ops.conv2d_relu_backward(grad_y, x, w, y, *arguments, [True, True, b is not None])
-        return y, grad_y, list(grads[:len(leaves)])
-    where = placement(provider)
-    with where.context:
-        inputs = [t.to(where.device).requires_grad_() for t in leaves]
-        y = ak.conv2d_relu(inputs[0], inputs[1], inputs[2] if len(inputs) == 3 else None,
-                           stride, padding, dilation, groups, backend=where.backend)
-        grad_y = random_tensor(tuple(y.shape), dtype, seed + 3)
-        y.backward(grad_y.to(where.device))
-    return y.detach().cpu(), grad_y, [t.grad.cpu() for t in inputs]
-
-
-def check_against_reference(provider: str, x_shape, w_shape, stride, padding, dilation,
-                            groups, dtype, seed: int, channels_last: bool = False,
-                            bias: bool = True) -> None:
-    x = random_tensor(x_shape, dtype, seed, channels_last)
-    w = random_tensor(w_shape, dtype, seed + 1) / (w_shape[1] * w_shape[2] * w_shape[3]) ** 0.5
-    leaves = [x, w] + ([random_tensor((w_shape[0],), dtype, seed + 2)] if bias else [])
-    y, grad_y, grads = forward_backward(provider, leaves, stride, padding, dilation, groups, seed)
-    leaves64 = [t.detach().double().requires_grad_() for t in leaves]
-    pre64 = F.conv2d(leaves64[0], leaves64[1], leaves64[2] if bias else None, stride, padding,
-                     dilation, groups)
-    assert y.dtype == dtype
-    _tolerance(y, F.relu(pre64).detach())
-    # The backward's ReLU mask is the op's own output > 0 (an element whose
-    # pre-activation rounds across zero may differ from the float64 one).
-    pre64.backward(grad_y.double() * (y > 0))
-    for ours, reference in zip(grads, leaves64, strict=True):
-        assert ours.shape == reference.shape and ours.dtype == dtype
-        _tolerance(ours, reference.grad)
-    if channels_last and provider != "torch":
-        assert y.is_contiguous(memory_format=torch.channels_last)
-        assert grads[0].is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -242,7 +177,7 @@ def _pipelined_forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
                        padding, dilation, groups: int) -> tuple[torch.Tensor, list[str]]:
     ops = emulated_ops()
     return _forward_kernels(ops, lambda: ops.conv2d_relu(
-        x, w, b, _pair(stride), _pair(padding), _pair(dilation), groups))
+        x, w, b, as_pair(stride), as_pair(padding), as_pair(dilation), groups))
 
 
 @pytest.mark.parametrize("case", list(PIPELINE_CASES))
@@ -258,8 +193,8 @@ def test_pipelined_forward_edges_emulated_cuda(case: str) -> None:
         f"void alexnet_kernels::kernels::conv2d_relu_forward_nhwc_kernel<{_KERNEL_TYPE[dtype]}>"
         f"(alexnet_kernels::kernels::ConvForwardArgs<{_KERNEL_TYPE[dtype]}>)"], kernels
     assert y.dtype == dtype and y.is_contiguous(memory_format=torch.channels_last)
-    _tolerance(y, F.relu(F.conv2d(x.double(), w.double(), b.double(), stride, padding, dilation,
-                                  groups)))
+    assert_close_scaled(y, F.relu(F.conv2d(x.double(), w.double(), b.double(), stride, padding,
+                                           dilation, groups)))
 
 
 _KERNEL_TYPE = {torch.float16: "__half", torch.bfloat16: "__nv_bfloat16"}
@@ -299,7 +234,7 @@ def test_forward_outside_the_pipeline_takes_the_other_kernel_emulated_cuda(case:
     w = random_tensor((6, channels, 3, 3), dtype, seed=141) / 6
     y, kernels = _pipelined_forward(x, w, None, 1, 1, 1, 1)
     assert len(kernels) == 1 and "conv2d_relu_forward_kernel<" in kernels[0], kernels
-    _tolerance(y, F.relu(F.conv2d(x.double(), w.double(), None, 1, 1)))
+    assert_close_scaled(y, F.relu(F.conv2d(x.double(), w.double(), None, 1, 1)))
 
 
 def test_round_to_tf32_rounds_to_ten_mantissa_bits() -> None:
@@ -327,14 +262,14 @@ def check_tf32_against_rounded_operands(provider: str, x_shape, w_shape, stride,
     full_y = forward(provider, [x, w, b], stride, padding, 1, groups)
     masked = (grad_y * (y > 0)).double()
     x64, w64 = round_to_tf32(x).double(), round_to_tf32(w).double()
-    _tolerance(y, F.relu(F.conv2d(x64, w64, b.double(), stride, padding, 1, groups)))
+    assert_close_scaled(y, F.relu(F.conv2d(x64, w64, b.double(), stride, padding, 1, groups)))
     assert not torch.equal(y, full_y), "allow_tf32 changed nothing: no TF32 path ran"
     g64 = round_to_tf32(masked.float()).double()
     grad_input = torch.nn.grad.conv2d_input(x.shape, w64, g64, stride, padding, 1, groups)
     grad_weight = torch.nn.grad.conv2d_weight(x64, w.shape, g64, stride, padding, 1, groups)
-    _tolerance(grad_x, grad_input)
-    _tolerance(grad_w, grad_weight)
-    _tolerance(grad_b, masked.sum((0, 2, 3)))  # a plain fp32 reduction, no GEMM
+    assert_close_scaled(grad_x, grad_input)
+    assert_close_scaled(grad_w, grad_weight)
+    assert_close_scaled(grad_b, masked.sum((0, 2, 3)))  # a plain fp32 reduction, no GEMM
 
 
 @pytest.mark.parametrize("case,channels_last", [(0, False), (2, True)], ids=["conv1-nchw",
@@ -387,7 +322,7 @@ def test_weight_gradient_is_deterministic_emulated_cuda() -> None:
     assert torch.equal(runs[0][1], runs[1][1]) and torch.equal(runs[0][2], runs[1][2])
     x64, w64 = x.double().requires_grad_(), w.double().requires_grad_()
     F.conv2d(x64, w64, None, 1, 0).backward(grad_y.double() * (y > 0))
-    _tolerance(runs[0][1], w64.grad)
+    assert_close_scaled(runs[0][1], w64.grad)
 
 
 def test_gradcheck_emulated_cuda() -> None:
@@ -615,7 +550,7 @@ def test_regression_nan_survives_the_relu_and_passes_its_gradient(provider: str,
     for ours, reference in zip(grads, leaves64, strict=True):
         assert torch.equal(ours.isnan(), reference.grad.isnan())
         finite = reference.grad.isfinite()
-        _tolerance(ours[finite], reference.grad[finite])
+        assert_close_scaled(ours[finite], reference.grad[finite])
 
 
 def test_regression_overflowing_products_keep_their_nan() -> None:

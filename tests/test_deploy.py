@@ -3,7 +3,7 @@
 Every program is traced at an example batch of 2 with a dynamic batch dimension
 and run at a batch of 3. A network's output is compared with eager's (the native
 kernels, which tests/test_models.py compares with PyTorch's) within the network
-tolerance of tests/test_models.py; single ops with the float64 PyTorch reference
+tolerance of tests/cases/models.py; single ops with the float64 PyTorch reference
 within the per-dtype tolerance.
 (The installed-wheel smoke test is scripts/wheel_check.py.)
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from cases.models import VARIANTS, assert_net_close
 from helpers import assert_close_to_reference, random_tensor, require_native_cpu
-from test_models import VARIANTS, assert_net_close
 
 import alexnet_kernels as ak
 from alexnet_kernels import _extension, models

@@ -8,6 +8,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from cases.dropout import (
+    MASK32,
+    MASK_CASES,
+    PHILOX_KAT,
+    philox_py,
+    seed_offset,
+    threshold,
+)
 from helpers import (
     FLOAT_DTYPES,
     KERNEL_PROVIDERS,
@@ -21,37 +29,6 @@ from helpers import (
 )
 
 import alexnet_kernels as ak
-
-# Random123's kat_vectors for Philox4x32-10: (counter, key, output).
-PHILOX_KAT = [
-    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
-    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
-     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
-]
-MASK32 = 0xFFFFFFFF
-
-
-def philox_py(counter, key) -> list[int]:
-    """An independent Philox4x32-10 in Python, to check the kernels' convention."""
-    c, k = list(counter), list(key)
-    for _ in range(10):
-        p0, p1 = 0xD2511F53 * c[0], 0xCD9E8D57 * c[2]
-        c = [((p1 >> 32) ^ c[1] ^ k[0]) & MASK32, p1 & MASK32,
-             ((p0 >> 32) ^ c[3] ^ k[1]) & MASK32, p0 & MASK32]
-        k = [(k[0] + 0x9E3779B9) & MASK32, (k[1] + 0xBB67AE85) & MASK32]
-    return c
-
-
-def threshold(p: float) -> int:
-    return min(math.floor((1.0 - p) * 2**32), 2**32 - 1)
-
-
-def seed_offset(seed: int, offset: int) -> torch.Tensor:
-    """The op's (seed, offset) tensor for unsigned 64-bit values."""
-    signed = [v - 2**64 if v >= 2**63 else v for v in (seed, offset)]
-    return torch.tensor(signed, dtype=torch.int64)
-
 
 # ---- providers ---------------------------------------------------------------
 
@@ -109,19 +86,6 @@ def test_keep_fraction(p: float) -> None:
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
 def test_keep_fraction_emulated_cuda(p: float) -> None:
     _assert_keep_fraction(keep_mask("emulated_cuda", (1 << 14,), seed_offset(12, 3), p), p)
-
-
-# Sizes not a multiple of 4, odd shapes, channels_last, an offset view (not
-# aligned for vector loads) and a non-dense input.
-MASK_CASES = {
-    "1": lambda: random_tensor((1,), torch.float64, 1),
-    "3": lambda: random_tensor((3,), torch.float64, 2),
-    "5x7x3": lambda: random_tensor((5, 7, 3), torch.float64, 3),
-    "1031": lambda: random_tensor((1031,), torch.float64, 4),
-    "channels_last": lambda: random_tensor((2, 5, 3, 7), torch.float64, 5, channels_last=True),
-    "offset_view": lambda: random_tensor((1 + 515,), torch.float64, 6)[1:],
-    "strided": lambda: random_tensor((6, 10), torch.float64, 7)[:, ::3],
-}
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)

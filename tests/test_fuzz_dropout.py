@@ -2,7 +2,7 @@
 
 The mask differs from F.dropout's by design (another generator), so the
 reference is F.dropout's formula, ``x * mask / (1 - p)`` in float64, with the
-mask computed here independently from the documented convention
+mask computed independently (``cases.dropout``) from the documented convention
 (``alexnet_kernels/ops/dropout.py``): Philox4x32-10 in numpy, the seed drawn
 from the call's CPU generator, elements numbered in memory order. NaN and inf
 follow F.dropout: a dropped NaN or inf gives NaN (it is multiplied by zero).
@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from cases.dropout import PHILOX_KAT, convention_mask, drawn_seed, philox_words
 from fuzz_support import (
     Result,
     assert_close,
@@ -26,37 +27,8 @@ from fuzz_support import (
 from helpers import FLOAT_DTYPES, FRONT_END_PROVIDERS, TRITON_DTYPES, emulated_ops, placement
 from hypothesis import given
 from hypothesis import strategies as st
-from test_dropout import PHILOX_KAT
 
 import alexnet_kernels as ak
-
-_M32 = np.uint64(0xFFFFFFFF)
-
-
-def philox_words(counters: np.ndarray, key: tuple[int, int]) -> np.ndarray:
-    """Philox4x32-10 of counters (G, 4) uint64 (32-bit values) under one key: (G, 4)."""
-    c = counters.astype(np.uint64).T.copy()
-    k0, k1 = np.uint64(key[0]), np.uint64(key[1])
-    for _ in range(10):
-        p0 = np.uint64(0xD2511F53) * c[0]
-        p1 = np.uint64(0xCD9E8D57) * c[2]
-        c = np.stack([((p1 >> np.uint64(32)) ^ c[1] ^ k0) & _M32, p1 & _M32,
-                      ((p0 >> np.uint64(32)) ^ c[3] ^ k1) & _M32, p0 & _M32])
-        k0 = (k0 + np.uint64(0x9E3779B9)) & _M32
-        k1 = (k1 + np.uint64(0xBB67AE85)) & _M32
-    return c.T
-
-
-def keep_mask(numel: int, seed: int, offset: int, p: float, first: int = 0) -> torch.Tensor:
-    """The keep mask of elements [first, numel) in memory order (bool, 1-D)."""
-    groups = np.arange(first // 4, (numel + 3) // 4, dtype=np.uint64)
-    call = offset // 4
-    counters = np.stack([np.full_like(groups, call & 0xFFFFFFFF), np.full_like(groups, call >> 32),
-                         groups & _M32, groups >> np.uint64(32)], axis=1)
-    words = philox_words(counters, (seed & 0xFFFFFFFF, seed >> 32)).reshape(-1)
-    words = words[first % 4:numel - first // 4 * 4]
-    threshold = min(math.floor((1.0 - p) * 2**32), 2**32 - 1)
-    return torch.from_numpy(words < np.uint64(threshold))
 
 
 def memory_positions(x: torch.Tensor) -> torch.Tensor:
@@ -79,15 +51,8 @@ def expected_scale(x: torch.Tensor, seed: int, p: float) -> torch.Tensor:
 
 def expected_mask(x: torch.Tensor, seed: int, p: float) -> torch.Tensor:
     positions = memory_positions(x)
-    flat = keep_mask(x.numel(), seed, 0, p)
+    flat = convention_mask(x.numel(), seed, 0, p)
     return flat[positions.reshape(-1)].reshape(x.shape) if x.numel() else flat.reshape(x.shape)
-
-
-def drawn_seed(generator_seed: int) -> int:
-    """The 64-bit seed a CPU call draws from a generator seeded with ``generator_seed``."""
-    generator = torch.Generator().manual_seed(generator_seed)
-    value = torch.randint(-(2**63), 2**63 - 1, (1,), dtype=torch.int64, generator=generator)
-    return int(value) % 2**64
 
 
 @pytest.mark.parametrize("case", range(len(PHILOX_KAT)))

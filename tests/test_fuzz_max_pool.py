@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from cases.max_pool import reference_gradient_of
 from fuzz_support import (
     Result,
     arrange,
@@ -19,7 +20,6 @@ from fuzz_support import (
 from helpers import FLOAT_DTYPES, FRONT_END_PROVIDERS, TRITON_DTYPES, emulated_ops, placement
 from hypothesis import given
 from hypothesis import strategies as st
-from test_max_pool import reference_gradient_of
 
 import alexnet_kernels as ak
 from alexnet_kernels.ops.max_pool import PoolGeometry, argmax_to_indices

@@ -9,15 +9,19 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
+from cases.models import (
+    NET_ATOL,
+    NET_RTOL,
+    VARIANTS,
+    assert_net_close,
+    check_backend_matches_torch,
+)
 from helpers import random_tensor, require_native_cpu, require_native_cuda
 from torch import nn
 
 import alexnet_kernels
 from alexnet_kernels import models
 from alexnet_kernels.models import keras_same_padding
-
-# Whole networks sum thousands of products per output: looser than one op's fp32 tolerance.
-NET_RTOL, NET_ATOL = 1e-4, 1e-5
 
 
 def torchvision_alexnet(num_classes: int = 1000) -> nn.Module:
@@ -58,14 +62,6 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def assert_net_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = NET_RTOL,
-                     atol: float = NET_ATOL, scale: float | None = None) -> None:
-    """Absolute tolerance scaled by `scale`, by default the reference's largest magnitude."""
-    if scale is None:
-        scale = max(expected.abs().max().item(), 1e-30)
-    torch.testing.assert_close(actual.float(), expected.float(), rtol=rtol, atol=atol * scale)
-
-
 @pytest.mark.parametrize(("build", "expected"), [
     (lambda: models.alexnet(), 61_100_840),
     (lambda: models.alexnet_paper(groups=1), 62_378_344),
@@ -100,49 +96,6 @@ def test_handwritten_reference_is_torchvision_alexnet() -> None:
     x = random_tensor((2, 3, 70, 70), torch.float32, seed=12)
     with torch.no_grad():
         torch.testing.assert_close(handwritten(x), reference(x), rtol=0, atol=0)
-
-
-# (constructor without dropout, input shape) for the same-weights backend comparison.
-VARIANTS = {
-    "paper": (lambda **kw: models.alexnet_paper(groups=1, dropout=0.0, **kw), (1, 3, 227, 227)),
-    "paper-grouped": (lambda **kw: models.alexnet_paper(groups=2, dropout=0.0, **kw),
-                      (1, 3, 227, 227)),
-    "paper-no-lrn": (lambda **kw: models.alexnet_paper(lrn=False, dropout=0.0, **kw),
-                     (1, 3, 227, 227)),
-    "cifar": (lambda **kw: models.alexnet_cifar(10, dropout=0.0, **kw), (4, 3, 32, 32)),
-    "bn": (lambda **kw: models.alexnet_bn(5, dropout=0.0, **kw), (2, 3, 195, 195)),
-}
-
-
-def check_backend_matches_torch(variant: str, backend: str, device: str = "cpu") -> None:
-    """Same weights on `backend`'s kernels and on PyTorch's (a VARIANTS network on `device`):
-    eval outputs, and train-mode loss and parameter gradients."""
-    build, shape = VARIANTS[variant]
-    torch.manual_seed(1)
-    ours = build(backend=backend).to(device)
-    reference = build(backend="torch").to(device)
-    reference.load_state_dict(ours.state_dict(), strict=True)
-    x = random_tensor(shape, torch.float32, seed=2).to(device)
-
-    ours.eval(), reference.eval()
-    with torch.no_grad():
-        assert_net_close(ours(x), reference(x))
-
-    ours.train(), reference.train()
-    target = (torch.arange(shape[0]) % 3).to(device)
-    losses = []
-    for model in (ours, reference):
-        model.zero_grad()
-        loss = F.cross_entropy(model(x), target)
-        loss.backward()
-        losses.append(loss.detach())
-    torch.testing.assert_close(losses[0], losses[1], rtol=NET_RTOL, atol=NET_ATOL)
-    # One scale for all gradients: a conv bias before BatchNorm has a gradient
-    # that is zero up to rounding, which no per-tensor relative test can match.
-    scale = max(q.grad.abs().max().item() for q in reference.parameters())
-    for (name, p), q in zip(ours.named_parameters(), reference.parameters(), strict=True):
-        assert p.grad is not None, name
-        assert_net_close(p.grad, q.grad, scale=scale)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

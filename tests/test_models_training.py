@@ -6,77 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import random_tensor, require_native_cpu
-from test_models import assert_net_close
-from torch import nn
+from cases.models import check_train_step_matches_pytorch
+from helpers import require_native_cpu
 
-import alexnet_kernels as ak
 from alexnet_kernels import models
 from alexnet_kernels.data import digits_32x32
-
-
-class ReplayedDropout(nn.Module):
-    """Dropout that applies a recorded keep mask: y = x * mask / (1 - p)."""
-
-    def __init__(self, mask: torch.Tensor, p: float) -> None:
-        super().__init__()
-        self.mask, self.p = mask, p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.mask / (1 - self.p)
-
-
-def _dropout_modules(model: nn.Module) -> list[tuple[nn.Module, str, ak.nn.Dropout]]:
-    return [(parent, name, child) for parent in model.modules()
-            for name, child in parent.named_children() if isinstance(child, ak.nn.Dropout)]
-
-
-# (constructor, input shape) of the networks trained with dropout against PyTorch's.
-TRAIN_VARIANTS = {
-    "alexnet": (lambda **kw: models.alexnet(10, **kw), (2, 3, 63, 63)),
-    "paper-grouped": (lambda **kw: models.alexnet_paper(10, groups=2, **kw), (2, 3, 227, 227)),
-    "cifar": (lambda **kw: models.alexnet_cifar(10, **kw), (2, 3, 32, 32)),
-}
-
-
-def check_train_step_matches_pytorch(variant: str, backend: str, device: str = "cpu") -> None:
-    """Loss and every parameter gradient of a TRAIN_VARIANTS network on `backend`'s kernels
-    equal those of the same network on PyTorch's ops, when PyTorch's dropout replays our
-    masks."""
-    build, shape = TRAIN_VARIANTS[variant]
-    torch.manual_seed(3)
-    ours = build(backend=backend).train().to(device)
-    reference = build(backend="torch").train().to(device)
-    reference.load_state_dict(ours.state_dict(), strict=True)
-    x = random_tensor(shape, torch.float32, seed=4).to(device)
-    target = torch.tensor([1, 7], device=device)
-
-    # Where dropout's input is 0 (after ReLU) the recorded mask reads 0; the ReLU
-    # before it passes no gradient there, so the gradients do not depend on it.
-    masks, inputs_nonzero = [], []
-
-    def record(module, args, y) -> None:
-        masks.append(y != 0)
-        inputs_nonzero.append(args[0] != 0)
-
-    hooks = [module.register_forward_hook(record) for _, _, module in _dropout_modules(ours)]
-    loss_ours = F.cross_entropy(ours(x), target)
-    loss_ours.backward()
-    for hook in hooks:
-        hook.remove()
-    for (parent, name, module), mask in zip(_dropout_modules(reference), masks, strict=True):
-        setattr(parent, name, ReplayedDropout(mask, module.p))
-    loss_reference = F.cross_entropy(reference(x), target)
-    loss_reference.backward()
-
-    kept = torch.cat([(m & nz).flatten() for m, nz in zip(masks, inputs_nonzero, strict=True)])
-    candidates = torch.cat([nz.flatten() for nz in inputs_nonzero])
-    assert 0.4 < kept.sum() / candidates.sum() < 0.6  # p = 0.5 where it is observable
-    torch.testing.assert_close(loss_ours, loss_reference, rtol=1e-4, atol=1e-5)
-    scale = max(q.grad.abs().max().item() for q in reference.parameters())
-    for (name, p), q in zip(ours.named_parameters(), reference.parameters(), strict=True):
-        assert p.grad is not None, name
-        assert_net_close(p.grad, q.grad, scale=scale)
 
 
 @pytest.mark.parametrize("variant", ["alexnet", "paper-grouped"])

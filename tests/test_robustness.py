@@ -20,8 +20,8 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
+from cases.dropout import convention_mask, drawn_seed
 from helpers import random_tensor, require_native_cpu
-from test_fuzz_dropout import drawn_seed, keep_mask
 
 import alexnet_kernels as ak
 from alexnet_kernels import models
@@ -188,7 +188,8 @@ def test_dropout_past_2_31_elements() -> None:
     y = ak.dropout(x, p, generator=torch.Generator().manual_seed(generator_seed),
                    backend="native")
     # The mask of the last 4099 elements: the convention's groups from (numel - 4099) / 4.
-    mask = keep_mask(_LARGE_NUMEL, drawn_seed(generator_seed), 0, p, first=_LARGE_NUMEL - 4099)
+    mask = convention_mask(_LARGE_NUMEL, drawn_seed(generator_seed), 0, p,
+                           first=_LARGE_NUMEL - 4099)
     assert torch.equal(y[-4099:] != 0, mask)
     assert torch.equal(y[-4099:][mask], torch.full((int(mask.sum()),), 2.0, dtype=torch.float16))
 

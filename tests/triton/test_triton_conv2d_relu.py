@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from cases.conv2d_relu import ODD_CASES, check_against_reference
 from helpers import (
     TRITON_DEVICE,
     TRITON_DTYPES,
@@ -17,7 +18,6 @@ from helpers import (
     random_tensor,
     require_native_cpu,
 )
-from test_conv2d_relu import ODD_CASES, check_against_reference
 
 import alexnet_kernels as ak
 from alexnet_kernels.triton import conv2d_relu as triton_conv2d_relu

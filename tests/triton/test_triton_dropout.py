@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from cases.dropout import MASK_CASES, philox_py, seed_offset, threshold
 from helpers import (
     TRITON_DEVICE,
     TRITON_DTYPES,
@@ -13,7 +14,6 @@ from helpers import (
     random_tensor,
     require_native_cpu,
 )
-from test_dropout import MASK_CASES, philox_py, seed_offset, threshold
 
 import alexnet_kernels as ak
 from alexnet_kernels.triton import dropout as triton_dropout

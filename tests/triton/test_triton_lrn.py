@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from cases.lrn import ODD_CASES, PAPER, STRONG, check_against_reference, forward_backward, reference
 from helpers import (
     TRITON_DEVICE,
     TRITON_DTYPES,
@@ -13,7 +14,6 @@ from helpers import (
     random_tensor,
     require_native_cpu,
 )
-from test_lrn import ODD_CASES, PAPER, STRONG, check_against_reference, forward_backward, reference
 
 import alexnet_kernels as ak
 from alexnet_kernels.triton import lrn as triton_lrn

@@ -6,21 +6,21 @@ from __future__ import annotations
 
 import pytest
 import torch
+from cases.max_pool import (
+    ALEXNET_POOL,
+    WINDOWS,
+    check_against_reference,
+    forward_backward,
+    output_shape,
+    reference,
+    ties_nan_and_inf,
+)
 from helpers import (
     TRITON_DEVICE,
     TRITON_DTYPES,
     assert_close_to_reference,
     random_tensor,
     require_native_cpu,
-)
-from test_max_pool import (
-    ALEXNET_POOL,
-    WINDOWS,
-    _special_values,
-    check_against_reference,
-    forward_backward,
-    output_shape,
-    reference,
 )
 
 import alexnet_kernels as ak
@@ -50,7 +50,7 @@ def test_dtypes_and_layouts(window, dtype: torch.dtype, channels_last: bool) -> 
                          ids=str)
 def test_nan_inf_and_ties_follow_pytorch(window, channels_last: bool) -> None:
     for dtype in TRITON_DTYPES:
-        x = _special_values((2, 6, 11, 10), seed=40, channels_last=channels_last).to(dtype)
+        x = ties_nan_and_inf((2, 6, 11, 10), seed=40, channels_last=channels_last).to(dtype)
         grad_y = random_tensor(output_shape(x, window), dtype, 41, channels_last)
         y, indices, grad_x = forward_backward("triton", x, grad_y, window)
         y_ref, indices_ref, grad_ref = reference(x, grad_y, window)

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from cases.models import check_backend_matches_torch, check_train_step_matches_pytorch
 from helpers import TRITON_DEVICE
-from test_models import check_backend_matches_torch
-from test_models_training import check_train_step_matches_pytorch
 
 from alexnet_kernels import models
 
