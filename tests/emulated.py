@@ -2,9 +2,10 @@
 
 ``load()`` compiles tests/cuda_emu/emulated_*.cpp (the real kernel headers and
 their host glue, one file per op so that ninja builds them in parallel) with the
-emulator's flags into ``.emu-build/<variant>`` and registers ``torch.ops.alexnet_kernels_emu.*`` for CPU tensors. The variant is
-taken from ``AK_EMU_SANITIZER`` (none, tsan, asan): sanitizer variants are used by
-the sanitizer jobs, which run pytest in a subprocess with the runtime preloaded.
+emulator's flags into ``.emu-build/<variant>`` and registers
+``torch.ops.alexnet_kernels_emu.*`` for CPU tensors. The variant is taken from
+``AK_EMU_SANITIZER`` (none, tsan, asan): sanitizer variants are used by the
+sanitizer jobs, which run pytest in a subprocess with the runtime preloaded.
 
 It also holds the kernel coverage check (run by tests/conftest.py at the end of
 a full test run): every ``__global__`` kernel under csrc/ must have been
