@@ -5,8 +5,9 @@ Providers, with the same weights and inputs: eager (the network built with
 ``torch.compile`` of that network, and ours (``backend="native"``; and
 ``"triton"`` on CUDA). A training step is forward, cross-entropy loss, backward
 and an SGD step with momentum. Whole networks take about a second per step on a
-small CPU, so these run few rounds; AK_BENCH_MODEL_BATCH (default 16) sets their
-batch. Device, dtype and layout follow bench_utils' settings.
+small CPU, so these run few rounds (AK_BENCH_MODEL_ROUNDS, default 3, at most
+AK_BENCH_ROUNDS); AK_BENCH_MODEL_BATCH (default 16) sets their batch. Device,
+dtype and layout follow bench_utils' settings.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from alexnet_kernels import bench
 from alexnet_kernels.bench.cases import NETWORKS
 
 BATCH = int(os.environ.get("AK_BENCH_MODEL_BATCH", "16"))
-ROUNDS = 3
+ROUNDS = int(os.environ.get("AK_BENCH_MODEL_ROUNDS", "3"))
 INPUT_SIDE = {"alexnet": 224, "alexnet_paper": 227}
 
 

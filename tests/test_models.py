@@ -21,6 +21,7 @@ from torch import nn
 
 import alexnet_kernels
 from alexnet_kernels import models
+from alexnet_kernels.backends import use_backend
 from alexnet_kernels.models import keras_same_padding
 
 
@@ -102,6 +103,56 @@ def test_handwritten_reference_is_torchvision_alexnet() -> None:
 def test_native_matches_torch_backend(variant: str) -> None:
     require_native_cpu()
     check_backend_matches_torch(variant, "native")
+
+
+def _first_layer_input_layout(model: nn.Module, x: torch.Tensor) -> str:
+    """"channels_last" or "contiguous": how the first feature layer received `x`."""
+    seen: list[torch.Tensor] = []
+    first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    handle = first.register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    (received,) = seen
+    if received.is_contiguous():
+        return "contiguous"
+    assert received.is_contiguous(memory_format=torch.channels_last)
+    return "channels_last"
+
+
+@pytest.mark.parametrize(("variant", "auto_layout"),
+                         [("cifar", "contiguous"), ("bn", "channels_last"),
+                          ("paper-grouped", "channels_last")])
+def test_features_layout(variant: str, auto_layout: str) -> None:
+    """On the CPU the feature layers of inputs from 64x64 on run channels_last, unless the
+    network is PyTorch's (backend="torch") or told to keep the input's layout; the
+    results match PyTorch's NCHW network whichever layout runs."""
+    build, shape = VARIANTS[variant]
+    torch.manual_seed(3)
+    ours, reference = build(backend="auto").eval(), build(backend="torch").eval()
+    reference.load_state_dict(ours.state_dict())
+    x = random_tensor(shape, torch.float32, seed=4)
+    assert ours.features_layout == "auto"
+    assert _first_layer_input_layout(ours, x) == auto_layout
+    assert _first_layer_input_layout(reference, x) == "contiguous"
+    with torch.no_grad():
+        expected = reference(x)
+        assert_net_close(ours(x), expected)
+        ours.features_layout = "input"
+        assert _first_layer_input_layout(ours, x) == "contiguous"
+        assert_net_close(ours(x), expected)
+        ours.features_layout = "channels_last"
+        assert _first_layer_input_layout(ours, x) == "channels_last"
+        assert_net_close(ours(x), expected)
+        reference.features_layout = "channels_last"
+        assert _first_layer_input_layout(reference, x) == "channels_last"
+    ours.features_layout = "auto"
+    with use_backend("torch"):  # "auto" resolving to PyTorch's ops keeps their layout too
+        assert _first_layer_input_layout(ours, x) == "contiguous"
+    with pytest.raises(ValueError, match="features_layout must be one of"):
+        ours.features_layout = "nhwc"
 
 
 # Our ops each network must run (by profiler name) when compiled.
