@@ -113,26 +113,11 @@ __device__ __forceinline__ void ak_cp_async_wait_all() {
 #endif
 }
 
-// __shfl_down_sync(0xffffffff, v, delta) of a full warp as one SHFL instruction. In
-// large kernel bodies nvcc may lower the intrinsic for sm_80 to a call of its
-// out-of-line helper (__cuda_sm70_shflsync_down_p), which needs a stack frame.
-__device__ __forceinline__ unsigned ak_shfl_down_full(unsigned v, int delta) {
-  unsigned out;
-  asm volatile("shfl.sync.down.b32 %0, %1, %2, 0x1f, 0xffffffff;\n"
-               : "=r"(out)
-               : "r"(v), "r"(delta));
-  return out;
-}
-
 #elif defined(AK_CUDA_EMULATION)
 
 // Test-only CPU execution layer; its folder is put on the include path by the
 // test build (tests/cuda_emu).
 #include "cuda_emu.h"
-
-inline unsigned ak_shfl_down_full(unsigned v, int delta) {
-  return __shfl_down_sync(0xffffffffu, v, delta);
-}
 
 #else
 #error "csrc/kernels headers need nvcc, or AK_CUDA_EMULATION with tests/cuda_emu on the include path"

@@ -187,7 +187,7 @@ AK_DEVICE_INLINE LrnPack<T> lrn_shfl_down(const LrnPack<T>& p) {
   memcpy(words, &p, sizeof(words));
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    words[i] = ak_shfl_down_full(words[i], 1);
+    words[i] = __shfl_down_sync(kLrnFullMask, words[i], 1);
   }
   LrnPack<T> out;
   memcpy(&out, words, sizeof(words));
@@ -385,16 +385,19 @@ AK_DEVICE_INLINE acc_t<T> lrn_square(T v) {
 // The window sums S-k of one lane's kVec pixels at channel `pos`, kept by the
 // recurrence of the header comment. Advancing is the same computation whatever
 // the caller, so two windows at the same position hold the same bits (the
-// backward relies on that to subtract exactly what it added).
+// backward relies on that to subtract exactly what it added). The caller passes
+// the position: derived from its channel loop it stays in uniform registers, a
+// copy per window would hold two more registers per window (the fp64 backward
+// spilled one at ptxas's 80-register, 3-blocks-per-SM limit).
 template <typename T, bool kInterior>
 struct LrnWindow {
   using Acc = acc_t<T>;
   static constexpr int kVec = lrn_vec<T>();
   Acc sum[kVec];
   Acc mag[kVec];
-  int64_t pos;
 
-  AK_DEVICE_INLINE void direct(const T* x, const LrnLane<T, kInterior>& view, const LrnArgs<Acc>& a) {
+  AK_DEVICE_INLINE void direct(int64_t pos, const T* x, const LrnLane<T, kInterior>& view,
+                               const LrnArgs<Acc>& a) {
 #pragma unroll
     for (int i = 0; i < kVec; ++i) {
       sum[i] = 0;
@@ -414,14 +417,15 @@ struct LrnWindow {
     }
   }
 
-  // To pos + 1; `x` is the image's first plane. Positions below 0 hold nothing.
-  AK_DEVICE_INLINE void advance(const T* x, const LrnLane<T, kInterior>& view, const LrnArgs<Acc>& a) {
-    ++pos;
+  // From pos - 1 to pos; `x` is the image's first plane. Positions below 0 hold
+  // nothing.
+  AK_DEVICE_INLINE void advance(int64_t pos, const T* x, const LrnLane<T, kInterior>& view,
+                                const LrnArgs<Acc>& a) {
     if (pos < 0) {
       return;
     }
     if (pos == 0) {
-      direct(x, view, a);
+      direct(pos, x, view, a);
       return;
     }
     T enter[kVec], leave[kVec];
@@ -444,7 +448,7 @@ struct LrnWindow {
       redo |= !(mag[i] <= Acc(kLrnRecompute) * sum[i]);
     }
     if (__any_sync(kLrnFullMask, redo)) {  // the whole warp: coalesced re-reads
-      direct(x, view, a);
+      direct(pos, x, view, a);
     }
   }
 
@@ -458,9 +462,8 @@ AK_DEVICE_INLINE void lrn_forward_walk(const T* x, T* y, const LrnLane<T, kInter
                                        const LrnArgs<acc_t<T>>& a) {
   constexpr int kVec = lrn_vec<T>();
   LrnWindow<T, kInterior> window{};
-  window.pos = -1;
   for (int64_t c = 0; c < a.channels; ++c) {
-    window.advance(x, view, a);
+    window.advance(c, x, view, a);
     T v[kVec];
     view.load(x + c * a.pixels, v);
 #pragma unroll
@@ -481,7 +484,11 @@ AK_DEVICE_INLINE void lrn_forward_nchw(const T* __restrict__ x_all, T* __restric
     return;
   }
   const int64_t image = n * a.channels * a.pixels;
-  if (interior) {
+  // `interior` is warp-uniform, but ptxas cannot see that in a value derived from
+  // threadIdx; inside a branch on it, it guards every shuffle and vote with a
+  // divergence test and an out-of-line fallback that needs a stack frame. A vote's
+  // result is uniform to ptxas, so the walks inside compile to plain SHFL / VOTE.
+  if (__all_sync(kLrnFullMask, interior)) {
     const LrnLane<T, true> inner{view.first, view.limit, view.lane};
     lrn_forward_walk<T, Beta>(x_all + image, y_all + image, inner, a);
   } else {
@@ -533,8 +540,7 @@ struct LrnTerms {
     const int64_t last = ak_min<int64_t>(c + a->half_lo, a->channels - 1);
     for (int64_t j = ak_max<int64_t>(c - a->half_hi, 0); j <= last; ++j) {
       LrnWindow<T, kInterior> w{};
-      w.pos = j;
-      w.direct(x, *view, *a);
+      w.direct(j, x, *view, *a);
       Acc t[kVec];
       at(j, w.sum, t);
 #pragma unroll
@@ -553,18 +559,16 @@ AK_DEVICE_INLINE void lrn_backward_walk(const T* g, const T* x, const T* y, T* g
   using Acc = acc_t<T>;
   constexpr int kVec = lrn_vec<T>();
   const LrnTerms<T, Beta, kInterior> terms{x, g, y, &view, &a};
-  LrnWindow<T, kInterior> mid{}, lead{}, lag{};
-  mid.pos = lead.pos = -1;
-  lag.pos = -a.half_hi - 1;
+  LrnWindow<T, kInterior> mid{}, lead{}, lag{};  // at c, c + 1 + lo and c - hi
   Acc total[kVec], abs_total[kVec], mag[kVec];
 #pragma unroll
   for (int i = 0; i < kVec; ++i) {
     total[i] = abs_total[i] = 0;
   }
   for (int j = 0; j <= a.half_lo; ++j) {  // T of channel 0: t[0 .. lo]
-    lead.advance(terms.x, view, a);
+    lead.advance(j, terms.x, view, a);
     Acc t[kVec];
-    terms.at(lead.pos, lead.sum, t);
+    terms.at(j, lead.sum, t);
 #pragma unroll
     for (int i = 0; i < kVec; ++i) {
       total[i] += t[i];
@@ -576,7 +580,7 @@ AK_DEVICE_INLINE void lrn_backward_walk(const T* g, const T* x, const T* y, T* g
     mag[i] = abs_total[i];
   }
   for (int64_t c = 0; c < a.channels; ++c) {
-    mid.advance(terms.x, view, a);
+    mid.advance(c, terms.x, view, a);
     T gv[kVec], xv[kVec];
     view.load(terms.g + c * a.pixels, gv);
     view.load(terms.x + c * a.pixels, xv);
@@ -590,11 +594,11 @@ AK_DEVICE_INLINE void lrn_backward_walk(const T* g, const T* x, const T* y, T* g
     if (c + 1 == a.channels) {
       break;
     }
-    lead.advance(terms.x, view, a);
-    lag.advance(terms.x, view, a);
+    lead.advance(c + 1 + a.half_lo, terms.x, view, a);
+    lag.advance(c - a.half_hi, terms.x, view, a);
     Acc t_in[kVec], t_out[kVec];
-    terms.at(lead.pos, lead.sum, t_in);
-    terms.at(lag.pos, lag.sum, t_out);
+    terms.at(c + 1 + a.half_lo, lead.sum, t_in);
+    terms.at(c - a.half_hi, lag.sum, t_out);
     bool redo = false;
 #pragma unroll
     for (int i = 0; i < kVec; ++i) {
@@ -627,7 +631,7 @@ AK_DEVICE_INLINE void lrn_backward_nchw(const T* __restrict__ g_all, const T* __
     return;
   }
   const int64_t image = n * a.channels * a.pixels;
-  if (interior) {
+  if (__all_sync(kLrnFullMask, interior)) {  // a vote: see lrn_forward_nchw
     const LrnLane<T, true> inner{view.first, view.limit, view.lane};
     lrn_backward_walk<T, Beta>(g_all + image, x_all + image, y_all + image, gx_all + image, inner,
                                a);
