@@ -61,30 +61,7 @@ COMMAND = "python scripts/efficiency_report.py --markdown docs/efficiency.md"
 # --check passes while each stays at (or better than) its value, fails when one gets
 # worse, and asks for an entry (or value) to be removed once it passes. Print the
 # entries for the current kernels with --known-below after an intended change.
-KNOWN_BELOW: dict[tuple[str, str], tuple[float | None, float | None]] = {
-    # LRN forward. NCHW: a warp stages one 32-pixel row of a channel, and rows start
-    # anywhere in planes of 3025 / 729 pixels, so 128 bytes (fp32) span 5 sectors, 64
-    # bytes (bf16) 3; channels_last: rows of the 36 staged channels, same effect. Bytes:
-    # the channel halo, (32 + 4) / 32, is read again by the neighbouring channel tile.
-    ("lrn_forward", "paper:lrn1 fp32"): (0.8068, 1.2145),
-    ("lrn_forward", "paper:lrn2 fp32"): (0.8159, 1.2817),
-    ("lrn_forward", "paper:lrn1 fp32 cl"): (0.8173, None),
-    ("lrn_forward", "paper:lrn2 fp32 cl"): (0.7889, 1.2149),
-    ("lrn_forward", "paper:lrn1 bf16"): (0.6621, 1.4741),
-    ("lrn_forward", "paper:lrn2 bf16"): (0.6751, 1.5445),
-    ("lrn_forward", "paper:lrn1 bf16 cl"): (0.6638, 1.2694),
-    ("lrn_forward", "paper:lrn2 bf16 cl"): (0.6272, 1.434),
-    # LRN backward: as the forward, with a halo of (32 + 8) / 32 channels for x and
-    # (32 + 4) / 32 for grad_y and y.
-    ("lrn_backward", "paper:lrn1 fp32"): (0.8041, 1.2643),
-    ("lrn_backward", "paper:lrn2 fp32"): (0.8141, 1.3485),
-    ("lrn_backward", "paper:lrn1 fp32 cl"): (0.7732, 1.1886),
-    ("lrn_backward", "paper:lrn2 fp32 cl"): (0.7388, 1.3245),
-    ("lrn_backward", "paper:lrn1 bf16"): (0.659, 1.5334),
-    ("lrn_backward", "paper:lrn2 bf16"): (0.6734, 1.6233),
-    ("lrn_backward", "paper:lrn1 bf16 cl"): (0.5879, 1.4311),
-    ("lrn_backward", "paper:lrn2 bf16 cl"): (0.5497, 1.6532),
-}
+KNOWN_BELOW: dict[tuple[str, str], tuple[float | None, float | None]] = {}
 
 
 @dataclass(frozen=True)

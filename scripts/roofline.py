@@ -41,12 +41,13 @@ from pathlib import Path
 SCRIPTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS))
 
-# Kernel tile constants (csrc/kernels/conv2d_relu.cuh, dropout.cuh, max_pool.cuh).
+# Kernel tile constants (csrc/kernels/conv2d_relu.cuh, dropout.cuh, max_pool.cuh, lrn.cuh).
 CONV_TILE_M, CONV_TILE_N, CONV_TILE_K, CONV_WARPS = 64, 64, 32, 4
 # The pipelined NHWC forward (conv2d_relu_forward_nhwc_kernel, kFprop*): M, N, K, warps.
 FPROP_TILE = (128, 128, 32, 8)
 FPROP_CHUNK = 8  # (C_in / groups) % 8 == 0 runs it, for fp16 / bf16 in channels_last
 DROPOUT_ELEMENTS_PER_THREAD = 4
+LRN_VECTOR_BYTES = 16  # (N, C, pixels): one 16-byte vector of pixels per lane
 
 
 @dataclass(frozen=True)
@@ -216,9 +217,10 @@ POOL_KERNEL, POOL_STRIDE = 3, 2
 
 def memory_bound(case, batch: int, dtype: str, mixes: dict, arch: int):
     """(kernel, mix, warp instructions, direction) of the memory-bound kernels of ``case``
-    that have a rule: dropout (one Philox group of 4 elements per thread and iteration),
-    max-pool forward (one output per iteration, NCHW staged and channels_last) and
-    backward (one input element per iteration, its 2 x 2 covering windows unrolled)."""
+    that have a rule: LRN (one channel of a warp's 32 vectors of pixels per iteration),
+    dropout (one Philox group of 4 elements per thread and iteration), max-pool forward
+    (one output per iteration, NCHW staged and channels_last) and backward (one input
+    element per iteration, its 2 x 2 covering windows unrolled)."""
     element = _element(dtype)
     elements = batch * math.prod(case.shape)
     found = []
@@ -227,6 +229,23 @@ def memory_bound(case, batch: int, dtype: str, mixes: dict, arch: int):
         if mix is not None and mix.main is not None:
             warps = math.ceil(elements / DROPOUT_ELEMENTS_PER_THREAD / 32)
             found.append(("dropout_kernel", mix, warps * mix.main.instructions, "forward"))
+    elif case.op == "lrn":
+        # (N, C, pixels), the layout of these cases: a lane owns one 16-byte vector of
+        # pixels and its warp walks all C channels, one main-loop iteration each (the
+        # loop of the warps inside a plane; the first and last warp of each plane run
+        # a copy with element-wise fallbacks, counted at the same cost). Every
+        # instruction of the walk counts, the rarely run re-summing loops included.
+        c, h, w = case.shape
+        per_warp = 32 * LRN_VECTOR_BYTES // _itemsize(dtype)
+        warps = batch * math.ceil(h * w / per_warp)
+        for kernel, direction in (("lrn_forward_kernel", "forward"),
+                                  ("lrn_backward_kernel", "backward")):
+            mix = mixes.get((arch, f"{kernel}<{element}, false, LrnBeta075>"))
+            # The channel walk loads and stores; a main loop without loads is a sub-loop
+            # of the stores (sass_mix's smallest storing loop), which would undercount.
+            if (mix is not None and mix.main is not None
+                    and mix.main.classes["global load"] > 0):
+                found.append((kernel, mix, warps * c * per_iteration(mix, []), direction))
     elif case.op == "max_pool2d":
         c, h, w = case.shape
         out = [(n - POOL_KERNEL) // POOL_STRIDE + 1 for n in (h, w)]
@@ -247,8 +266,8 @@ def memory_bound(case, batch: int, dtype: str, mixes: dict, arch: int):
 
 
 def rows(batch: int, dtypes: list[str], gpus: list[GpuSpec], mixes) -> list[Modelled]:
-    """The model of the conv2d_relu, max-pool and dropout kernels at AlexNet's layer shapes
-    (LRN has no rule yet: its tile loops need the emulator's dynamic counts)."""
+    """The model of the conv2d_relu, LRN, max-pool and dropout kernels at AlexNet's layer
+    shapes."""
     from alexnet_kernels.bench.cases import CASES, traffic
 
     by_name = {(m.arch, m.name): m for m in mixes}
@@ -259,7 +278,7 @@ def rows(batch: int, dtypes: list[str], gpus: list[GpuSpec], mixes) -> list[Mode
             itemsize = 2 if dtype in ("bf16", "fp16") else 4
             tensor_rate = gpu.half_tflops if itemsize == 2 else gpu.tf32_tflops
             for case in CASES:
-                if case.op in ("lrn", "model"):
+                if case.op == "model":
                     continue
                 if case.op == "conv2d_relu":
                     out += _conv_rows(case, batch, dtype, itemsize, tensor_rate, gpu, arch,
@@ -272,6 +291,10 @@ def rows(batch: int, dtypes: list[str], gpus: list[GpuSpec], mixes) -> list[Mode
                         out.append(model(kernel, case.layer, gpu, dtype, moved, 0.0, 1.0,
                                          instructions, moved, 0.0, 1.0))
     return out
+
+
+def _itemsize(dtype: str) -> int:
+    return 2 if dtype in ("bf16", "fp16") else 4
 
 
 def _element(dtype: str) -> str:

@@ -68,6 +68,68 @@ def test_emulated_cuda_alexnet_shapes(shape) -> None:
                             channels_last=True)
 
 
+# The CUDA kernels' (N, C, pixels) path moves 16-byte chunks and hands their parts to
+# the lanes that own them: planes whose size is odd start at every offset within 16
+# bytes; the buffer's own start may be off by one element (a view with an offset); a
+# plane of 1147 pixels spans two fp32 blocks and ends inside a warp and a lane.
+CHUNK_SHAPES = [(2, 9, 13, 29), (1, 6, 37, 31)]
+CHUNK_PARAMS = [PAPER, STRONG, (4, 0.7, 0.5, 1.0), (3, 0.9, 1.3, 0.5)]
+
+
+def _offset_by_one(x: torch.Tensor) -> torch.Tensor:
+    """x's values in a contiguous view that starts one element into its buffer."""
+    buffer = torch.empty(x.numel() + 1, dtype=x.dtype)
+    view = buffer[1:].view(x.shape)
+    view.copy_(x)
+    return view
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", CHUNK_SHAPES, ids=str)
+def test_emulated_cuda_chunk_exchange(dtype: torch.dtype, shape) -> None:
+    for i, params in enumerate(CHUNK_PARAMS):
+        x = random_tensor(shape, dtype, seed=200 + i)
+        grad_y = random_tensor(shape, dtype, seed=300 + i)
+        if i % 2:
+            x, grad_y = _offset_by_one(x), _offset_by_one(grad_y)
+            assert x.data_ptr() % 16 != 0
+        y, grad_x = forward_backward("emulated_cuda", x, grad_y, params)
+        y_ref, grad_ref = reference(x, grad_y, params)
+        assert_close_to_reference(y, y_ref)
+        assert_close_to_reference(grad_x, grad_ref)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_emulated_cuda_running_sums_recover_from_large_and_non_finite_values(
+        channels_last: bool) -> None:
+    """A square 1e20 times the others enters and leaves the running window sum (fp32
+    would keep nothing of the small ones after subtracting it), as does a gradient
+    spike in the backward's second running sum; an inf and a NaN make exactly the
+    windows that hold them inf / NaN."""
+    shape = (1, 40, 9, 17)
+    x = random_tensor(shape, torch.float32, seed=400)
+    grad_y = random_tensor(shape, torch.float32, seed=401)
+    x[0, 5] *= 1e10
+    grad_y[0, 12] *= 1e12
+    x[0, 20, 2, 3] = float("inf")
+    x[0, 30, 4, 5] = float("nan")
+    if channels_last:
+        x, grad_y = (t.contiguous(memory_format=torch.channels_last) for t in (x, grad_y))
+    y, grad_x = forward_backward("emulated_cuda", x, grad_y, STRONG)
+    y_ref, grad_ref = reference(x, grad_y, STRONG)
+    torch.testing.assert_close(y.double(), y_ref, rtol=1e-5, atol=1e-6, equal_nan=True)
+    finite = x.isfinite().all(dim=1, keepdim=True).expand_as(x)  # PyTorch's grad: NaN there
+    torch.testing.assert_close(grad_x.double()[finite], grad_ref[finite], rtol=1e-5, atol=1e-6)
+
+
+def test_emulated_cuda_channels_last_window_wider_than_a_chunk() -> None:
+    """size 67 (half-windows of 33 > 32 channels): the channels_last kernels' wide path."""
+    check_against_reference("emulated_cuda", (2, 70, 3, 2), torch.float32,
+                            (67, 0.5, 0.75, 1.0), seed=410, channels_last=True)
+    check_against_reference("emulated_cuda", (2, 70, 3, 2), torch.float32,
+                            (67, 0.5, 0.75, 1.0), seed=411)
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_non_contiguous_input(provider: str) -> None:
     base = random_tensor((5, 3, 9, 4), torch.float32, seed=11)

@@ -63,3 +63,23 @@ def test_nested_loops_multiply_by_their_trip_counts() -> None:
     mix = _mix(100, [(100, 900, 40), (200, 300, 10)])
     assert roofline.per_iteration(mix, [3, 2]) == pytest.approx(210.0)
     assert roofline.per_iteration(mix, []) == pytest.approx(100.0)
+
+
+def test_lrn_rule_counts_one_iteration_per_channel_of_each_warp() -> None:
+    # conv1's LRN (96 x 55 x 55) at batch 2 in bf16: a warp covers 32 x 8 = 256 pixels,
+    # ceil(3025 / 256) = 12 warps per image, 24 in all, each walking 96 channels.
+    from alexnet_kernels.bench.cases import CASES
+
+    case = next(c for c in CASES if c.op == "lrn" and c.layer == "conv1")
+    mixes = {(90, f"{k}<__nv_bfloat16, false, LrnBeta075>"): _mix(n, [])
+             for k, n in (("lrn_forward_kernel", 150), ("lrn_backward_kernel", 400))}
+    for mix in mixes.values():
+        mix.main.classes["global load"] = 1
+    found = roofline.memory_bound(case, 2, "bf16", mixes, 90)
+    assert [(k, n, d) for k, _, n, d in found] == [
+        ("lrn_forward_kernel", 24 * 96 * 150, "forward"),
+        ("lrn_backward_kernel", 24 * 96 * 400, "backward")]
+    # A main loop that only stores is not the channel walk: no row rather than too few.
+    mixes[(90, "lrn_forward_kernel<__nv_bfloat16, false, LrnBeta075>")].main.classes.clear()
+    assert [k for k, *_ in roofline.memory_bound(case, 2, "bf16", mixes, 90)] == [
+        "lrn_backward_kernel"]

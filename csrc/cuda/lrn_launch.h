@@ -16,10 +16,8 @@
 
 namespace alexnet_kernels {
 
-inline kernels::LrnPlan checked_lrn_plan(const kernels::LrnProblem& problem, bool backward,
-                                         const at::Tensor& x) {
-  const size_t acc_bytes = x.scalar_type() == at::kDouble ? sizeof(double) : sizeof(float);
-  const kernels::LrnPlan plan = kernels::plan_lrn(problem, backward, acc_bytes);
+inline kernels::LrnPlan checked_lrn_plan(const kernels::LrnProblem& problem, const at::Tensor& x) {
+  const kernels::LrnPlan plan = kernels::plan_lrn(problem, x.element_size());
   TORCH_CHECK(plan.valid, "lrn (CUDA): cannot run size=", problem.size, " on shape ", x.sizes(),
               ": ", plan.reason, "; use backend='torch' for this case");
   return plan;
@@ -47,7 +45,7 @@ at::Tensor run_lrn_forward(const at::Tensor& x_in, int64_t size, double alpha, d
     return y.copy_(x);  // on the current stream
   }
   const kernels::LrnProblem problem = make_lrn_problem(x, format, size, alpha, beta, k);
-  const kernels::LrnPlan plan = checked_lrn_plan(problem, /*backward=*/false, x);
+  const kernels::LrnPlan plan = checked_lrn_plan(problem, x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lrn_forward_cuda",
                                   [&] {
     kernels::launch_lrn_forward(kernel_ptr(x.const_data_ptr<scalar_t>()),
@@ -77,7 +75,7 @@ at::Tensor run_lrn_backward(const at::Tensor& grad_y_in, const at::Tensor& x_in,
     return at::add_out(grad_x, grad_y, x, /*alpha=*/0);
   }
   const kernels::LrnProblem problem = make_lrn_problem(x, format, size, alpha, beta, k);
-  const kernels::LrnPlan plan = checked_lrn_plan(problem, /*backward=*/true, x);
+  const kernels::LrnPlan plan = checked_lrn_plan(problem, x);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lrn_backward_cuda",
                                   [&] {
     kernels::launch_lrn_backward(kernel_ptr(grad_y.const_data_ptr<scalar_t>()),
