@@ -15,6 +15,8 @@ TORCH_VERSION := 2.14.1
 # The test build compiles for two real targets to keep CI quick; a plain
 # `pip install` builds the full default list (see setup.py).
 TEST_CUDA_ARCH_LIST ?= 8.0;9.0
+# pytest-xdist workers for the suite (`auto`: one per core; 0 runs it in one process).
+TEST_WORKERS ?= auto
 SOURCES := setup.py pyproject.toml $(shell find csrc -type f)
 
 .PHONY: demo test install lint clean
@@ -36,7 +38,7 @@ lint: install
 	$(PY) -m ruff check .
 
 test: install lint
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -n $(TEST_WORKERS)
 	$(PY) scripts/wheel_check.py
 	$(PY) scripts/resource_report.py --check
 	$(PY) scripts/efficiency_report.py --check

@@ -25,6 +25,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ["ALEXNET_KERNELS_AUTOTUNE"] = "0"
 os.environ["ALEXNET_KERNELS_CACHE_DIR"] = tempfile.mkdtemp(prefix="alexnet-kernels-test-cache-")
 
+# Under pytest-xdist (`-n 2`) the workers share the cores: one OpenMP thread each,
+# or two workers' torch ops spin against each other.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
 import torch
 from helpers import TRITON_DEVICE
@@ -66,7 +71,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 # ---- kernel coverage: every __global__ kernel under csrc/ must run in the emulator ----
 # Judged at the end of a full run (`pytest tests`); a partial run (-k, a single
-# file, a node id, -x stop) cannot tell, so it skips the check and says so.
+# file, a node id, -x stop) cannot tell, so it skips the check and says so. Under
+# pytest-xdist every worker collects the whole suite and runs part of it: each
+# reports its verdict on the run and the kernels it launched (workeroutput), and
+# the controller judges their union.
 
 # Node ids of the test files collected in this session (all of them only when
 # their directory was given) and the number of deselected tests.
@@ -74,6 +82,8 @@ _collected_files: set[str] = set()
 _deselected = 0
 # (passed, message) of the check, printed in the terminal summary.
 _COVERAGE_RESULT = pytest.StashKey[tuple[bool, str]]()
+# What the xdist workers reported: (skip reason or None, launched kernels) each.
+_worker_reports: list[tuple[str | None, list[str]]] = []
 
 
 def pytest_collectreport(report: pytest.CollectReport) -> None:
@@ -86,10 +96,18 @@ def pytest_deselected(items: list[pytest.Item]) -> None:
     _deselected += len(items)
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    import emulated
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """An xdist worker finished (a hook of pytest-xdist, called on the controller)."""
+    output = getattr(node, "workeroutput", {})
+    if "kernel_coverage_skip" in output:
+        _worker_reports.append((output["kernel_coverage_skip"], output["launched_kernels"]))
+    else:  # the worker crashed before its sessionfinish
+        _worker_reports.append((f"worker {node.gateway.id} did not finish", []))
 
-    shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
+
+def _coverage_skip_reason(session: pytest.Session, exitstatus: int) -> str | None:
+    import emulated
 
     config = session.config
     test_files = {p.resolve() for pattern in config.getini("python_files")
@@ -104,7 +122,28 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         stopped_early=bool(session.shouldstop or session.shouldfail)
         or exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED),
     )
-    passed, message = emulated.check_kernel_coverage(reason)
+    return reason
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    import emulated
+
+    shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
+    config = session.config
+    reason = _coverage_skip_reason(session, exitstatus)
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller judges
+        config.workeroutput["kernel_coverage_skip"] = reason
+        config.workeroutput["launched_kernels"] = sorted(emulated.launched_kernels())
+        return
+    launched = None
+    if _worker_reports:
+        worker_reasons = [r for r, _ in _worker_reports if r is not None]
+        stopped = session.shouldstop or session.shouldfail or exitstatus not in (
+            pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+        reason = (worker_reasons[0] if worker_reasons else
+                  "the session stopped early" if stopped else None)
+        launched = {name for _, names in _worker_reports for name in names}
+    passed, message = emulated.check_kernel_coverage(reason, launched)
     config.stash[_COVERAGE_RESULT] = (passed, message)
     if not passed:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -218,12 +218,14 @@ def coverage_skip_reason(test_files: Iterable[Path], visited: Iterable[Path],
     return None
 
 
-def check_kernel_coverage(skip_reason: str | None) -> tuple[bool, str]:
-    """(passed, message) of the coverage check at the end of a session."""
+def check_kernel_coverage(skip_reason: str | None,
+                          launched: Iterable[str] | None = None) -> tuple[bool, str]:
+    """(passed, message) of the coverage check at the end of a session; ``launched``: the
+    kernels launched by every process of the session (default: by this one)."""
     if skip_reason is not None:
         return True, f"kernel coverage check skipped: {skip_reason}"
     defined = csrc_kernels()
-    missing = missing_kernels(defined, launched_kernels())
+    missing = missing_kernels(defined, launched_kernels() if launched is None else set(launched))
     if not missing:
         return True, (f"kernel coverage: all {len(defined)} __global__ kernels under csrc/ "
                       "ran in the emulator")

@@ -145,8 +145,14 @@ def run_fake_project(tmp_path: Path, args: list[str], pretend: bool) -> subproce
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
 
-def test_full_run_fails_when_a_kernel_never_ran(tmp_path: Path) -> None:
-    done = run_fake_project(tmp_path, ["tests"], pretend=False)
+# In one process, and on two pytest-xdist workers (the controller judges the kernels
+# the workers launched together: the one that ran test_pretends_to_launch has it).
+WORKERS = pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist"])
+
+
+@WORKERS
+def test_full_run_fails_when_a_kernel_never_ran(tmp_path: Path, workers: list[str]) -> None:
+    done = run_fake_project(tmp_path, ["tests", *workers], pretend=False)
     output = done.stdout + done.stderr
     assert done.returncode == pytest.ExitCode.TESTS_FAILED, output
     assert "3 passed" in output, output
@@ -154,8 +160,9 @@ def test_full_run_fails_when_a_kernel_never_ran(tmp_path: Path) -> None:
     assert "fake_kernel (csrc/kernels/fake.cuh)" in output, output
 
 
-def test_full_run_passes_when_every_kernel_ran(tmp_path: Path) -> None:
-    done = run_fake_project(tmp_path, ["tests"], pretend=True)
+@WORKERS
+def test_full_run_passes_when_every_kernel_ran(tmp_path: Path, workers: list[str]) -> None:
+    done = run_fake_project(tmp_path, ["tests", *workers], pretend=True)
     output = done.stdout + done.stderr
     assert done.returncode == pytest.ExitCode.OK, output
     assert "kernel coverage: all 1 __global__ kernels under csrc/ ran in the emulator" in output
