@@ -106,23 +106,27 @@ def pytest_testnodedown(node, error) -> None:
         _worker_reports.append((f"worker {node.gateway.id} did not finish", []))
 
 
+def _stopped_early(session: pytest.Session, exitstatus: int) -> bool:
+    return bool(session.shouldstop or session.shouldfail) or exitstatus not in (
+        pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+
+
 def _coverage_skip_reason(session: pytest.Session, exitstatus: int) -> str | None:
+    """Why this process's run cannot judge kernel coverage (None: a full run)."""
     import emulated
 
     config = session.config
     test_files = {p.resolve() for pattern in config.getini("python_files")
                   for p in Path(__file__).resolve().parent.rglob(pattern)}
-    reason = emulated.coverage_skip_reason(
+    return emulated.coverage_skip_reason(
         test_files,
         {(config.rootpath / nodeid).resolve() for nodeid in _collected_files},
         _deselected,
         node_ids_given=any("::" in str(arg) for arg in config.args),
         tests_ran=not (config.option.collectonly or config.option.setuponly
                        or config.option.setupplan),
-        stopped_early=bool(session.shouldstop or session.shouldfail)
-        or exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED),
+        stopped_early=_stopped_early(session, exitstatus),
     )
-    return reason
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -130,19 +134,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
     config = session.config
-    reason = _coverage_skip_reason(session, exitstatus)
     if hasattr(config, "workerinput"):  # an xdist worker: the controller judges
-        config.workeroutput["kernel_coverage_skip"] = reason
+        config.workeroutput["kernel_coverage_skip"] = _coverage_skip_reason(session, exitstatus)
         config.workeroutput["launched_kernels"] = sorted(emulated.launched_kernels())
         return
-    launched = None
-    if _worker_reports:
-        worker_reasons = [r for r, _ in _worker_reports if r is not None]
-        stopped = session.shouldstop or session.shouldfail or exitstatus not in (
-            pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
-        reason = (worker_reasons[0] if worker_reasons else
-                  "the session stopped early" if stopped else None)
+    if _worker_reports:  # the xdist controller: it collected nothing itself
+        reasons = [r for r, _ in _worker_reports if r is not None]
+        reason = reasons[0] if reasons else (
+            "the session stopped early" if _stopped_early(session, exitstatus) else None)
         launched = {name for _, names in _worker_reports for name in names}
+    else:
+        reason, launched = _coverage_skip_reason(session, exitstatus), None
     passed, message = emulated.check_kernel_coverage(reason, launched)
     config.stash[_COVERAGE_RESULT] = (passed, message)
     if not passed:
