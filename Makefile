@@ -38,7 +38,7 @@ lint: install
 	$(PY) -m ruff check .
 
 test: install lint
-	$(PY) -m pytest tests -q -n $(TEST_WORKERS)
+	$(PY) -m pytest tests -q -n $(TEST_WORKERS) --dist loadgroup
 	$(PY) scripts/wheel_check.py
 	$(PY) scripts/resource_report.py --check
 	$(PY) scripts/efficiency_report.py --check
